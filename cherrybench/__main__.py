@@ -1,0 +1,3 @@
+from cherrybench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Shared, lazily loaded resources (LMs, tokenizers, embedders, judges) for one run.
+
+Metrics ask the context for what they need; each resource is loaded once per
+run and reused by every metric that names the same model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from cherrybench.models import ModelRef, resolve_model
+
+
+class Context:
+    def __init__(self, model: str | None = None, device: str | None = None, batch_tokens: int | None = None,
+                 trust_remote_code: bool = False, progress: bool = True, seed: int = 0, settings: dict | None = None):
+        self.model = model  # the default scoring model; a metric's own `model` param overrides it
+        self.device = device
+        self.batch_tokens = batch_tokens
+        self.trust_remote_code = trust_remote_code
+        self.progress = progress
+        self.seed = seed
+        self.settings = dict(settings or {})  # other resource settings: embedder, judge, reward_model, ...
+        self._resources: dict[tuple[str, str], object] = {}
+        self._refs: dict[str, ModelRef] = {}
+
+    def get(self, kind: str, spec: str | None, factory: Callable[[], object]):
+        """Memoize one resource per (kind, spec)."""
+        key = (kind, str(spec))
+        if key not in self._resources:
+            self._resources[key] = factory()
+        return self._resources[key]
+
+    def model_ref(self, spec: str | None = None) -> ModelRef:
+        spec = spec or self.model
+        key = str(spec)
+        if key not in self._refs:
+            self._refs[key] = resolve_model(spec)
+        return self._refs[key]
+
+    def lm(self, spec: str | None = None):
+        from cherrybench.lm import LanguageModel
+
+        ref = self.model_ref(spec)
+        return self.get("lm", str(ref.directory), lambda: LanguageModel(
+            ref, device=self.device, batch_tokens=self.batch_tokens, trust_remote_code=self.trust_remote_code))
+
+    def tokenizer(self, spec: str | None = None):
+        """The model's tokenizer alone (length metrics do not need the weights)."""
+        ref = self.model_ref(spec)
+        loaded = self._resources.get(("lm", str(ref.directory)))
+        if loaded is not None:
+            return loaded.tokenizer
+        from transformers import AutoTokenizer
+
+        return self.get("tokenizer", str(ref.directory), lambda: AutoTokenizer.from_pretrained(
+            ref.directory, trust_remote_code=self.trust_remote_code))

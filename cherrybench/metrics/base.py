@@ -1,0 +1,95 @@
+"""What a metric is: a named, versioned, parameterized computation of score
+columns per record. A metric never decides what to keep (selectors do)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from cherrybench.fingerprint import hash_json
+from cherrybench.params import Parameterized
+from cherrybench.records import Record
+
+NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
+
+
+class Metric(Parameterized):
+    """Subclass, set the class attributes, take parameters as explicit keyword
+    arguments stored unchanged, and implement `compute`.
+
+    - `columns`: output column -> "higher" or "lower" (which way means more of
+      what the column measures is better for selection, by the method's paper)
+      or "none".
+    - `needs`: resources from the context ("lm", "tokenizer", "embedder", ...).
+    - `per_record`: False when a record's score depends on the whole pool
+      (then the pool's fingerprint is part of the cache key).
+    - `volatile`: parameters that do not change results (kept out of the key).
+    - `version`: bump when the output of the same inputs changes.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    columns: ClassVar[dict[str, str]] = {}
+    needs: ClassVar[tuple[str, ...]] = ()
+    per_record: ClassVar[bool] = True
+    volatile: ClassVar[tuple[str, ...]] = ()
+    chunk_size: ClassVar[int] = 64
+
+    @property
+    def reason_column(self) -> str:
+        return f"{self.name}_reason"
+
+    @property
+    def output_columns(self) -> list[str]:
+        return list(self.columns) + [self.reason_column]
+
+    def fingerprints(self, ctx) -> dict:
+        """Fingerprints of the models this metric reads; part of the cache key."""
+        return {}
+
+    def cache_key(self, ctx, pool_fingerprint: str | None = None) -> str:
+        params = {k: v for k, v in self.get_params().items() if k not in self.volatile}
+        payload = {"metric": self.name, "version": self.version, "params": params,
+                   "models": self.fingerprints(ctx)}
+        if not self.per_record:
+            payload["pool"] = pool_fingerprint
+        return hash_json(payload, where=f"metric {self.name!r} parameters")
+
+    def compute(self, records: list[Record], ctx) -> pd.DataFrame:
+        """One row per record, in order, with `output_columns`; NaN plus a reason where unscorable."""
+        raise NotImplementedError
+
+    def warnings(self, table: pd.DataFrame) -> list[str]:
+        """Data-set level warnings once the whole table is scored."""
+        return []
+
+    # helpers for subclasses
+    def frame(self, rows: list[dict]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=self.output_columns)
+        for column in self.columns:
+            frame[column] = frame[column].astype(np.float64)
+        frame[self.reason_column] = frame[self.reason_column].astype(object)
+        return frame
+
+    def nan_row(self, reason: str) -> dict:
+        row = {c: np.nan for c in self.columns}
+        row[self.reason_column] = reason
+        return row
+
+
+def validate_metric(cls) -> None:
+    """Checked when a plugin registers, not when it first runs."""
+    if not isinstance(cls, type) or not issubclass(cls, Metric):
+        raise TypeError(f"{cls!r} must subclass cherrybench.metrics.Metric")
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} must set `name`")
+    if not cls.columns:
+        raise TypeError(f"metric {cls.name!r} must declare its output `columns`")
+    bad = {k: v for k, v in cls.columns.items() if v not in ("higher", "lower", "none")}
+    if bad:
+        raise TypeError(f"metric {cls.name!r}: column directions must be 'higher', 'lower' or 'none', got {bad}")
+    unknown = set(cls.needs) - set(NEEDS)
+    if unknown:
+        raise TypeError(f"metric {cls.name!r}: unknown needs {sorted(unknown)}; choose from {NEEDS}")

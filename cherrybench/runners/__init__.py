@@ -1,0 +1,1 @@
+"""Runners: scoring with the cache, selecting, fine-tuning, evaluating, comparing."""

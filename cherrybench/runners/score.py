@@ -1,0 +1,141 @@
+"""Compute metric columns for a data set, reusing and extending the score cache.
+
+Work is planned once over the whole data set (records sorted by size, cut into
+chunks), so an interrupted run, resumed, computes exactly the chunks it had not
+finished, batched as they would have been: nothing lost, nothing duplicated,
+identical numbers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pandas as pd
+from tqdm import tqdm
+
+from cherrybench.cache import HASH_COLUMN, ShardStore
+from cherrybench.metrics import METRICS, Metric
+from cherrybench.records import Dataset, Record
+
+log = logging.getLogger(__name__)
+
+
+def build_metrics(names: list[str], options: dict | None = None) -> list[Metric]:
+    """Instantiate metrics by name or alias, each once, with the options it accepts."""
+    options = options or {}
+    seen, metrics = set(), []
+    for name in names:
+        cls = METRICS.get(name)
+        metric = cls.from_options(options)
+        key = (cls.name, repr(metric.get_params()))
+        if key not in seen:
+            seen.add(key)
+            metrics.append(metric)
+    return metrics
+
+
+def _size(record: Record) -> int:
+    return sum(len(t.instruction) + len(t.input) + len(t.output) for t in record.turns)
+
+
+def plan_chunks(records: list[Record], chunk_size: int) -> list[list[int]]:
+    """Record indices sorted by size (ties by position), in fixed-size chunks."""
+    order = sorted(range(len(records)), key=lambda i: (_size(records[i]), i))
+    return [order[i: i + chunk_size] for i in range(0, len(order), chunk_size)]
+
+
+def score_metric(dataset: Dataset, metric: Metric, ctx, use_cache: bool = True) -> pd.DataFrame:
+    """One metric's columns for every record, in input order, indexed by record id."""
+    records = dataset.records
+    hashes = [r.content_hash for r in records]
+    store = None
+    cached = None
+    if use_cache:
+        key = metric.cache_key(ctx, dataset.fingerprint)
+        store = ShardStore("scores", metric.name, key,
+                           meta={"metric": metric.name, "version": metric.version, "params": metric.get_params(),
+                                 "models": metric.fingerprints(ctx), "per_record": metric.per_record})
+        cached = store.load()
+    done = set(cached.index) if cached is not None else set()
+    fresh: list[pd.DataFrame] = []
+    if metric.per_record:
+        chunks = plan_chunks(records, metric.chunk_size)
+    else:
+        chunks = [list(range(len(records)))] if any(h not in done for h in hashes) else []
+    todo = sum(1 for h in hashes if h not in done)
+    bar = tqdm(total=len(records), initial=len(records) - todo, desc=f"score {metric.name}", unit="rec",
+               disable=not ctx.progress, file=sys.stderr, dynamic_ncols=True)
+    for chunk in chunks:
+        pending, pending_hashes = [], set()
+        for i in chunk:
+            if hashes[i] not in done and hashes[i] not in pending_hashes:
+                pending.append(i)
+                pending_hashes.add(hashes[i])
+        if not pending:
+            continue
+        frame = metric.compute([records[i] for i in pending], ctx)
+        if list(frame.columns) != metric.output_columns or len(frame) != len(pending):
+            raise RuntimeError(f"metric {metric.name!r} returned columns {list(frame.columns)} for {len(frame)} "
+                               f"records; declared {metric.output_columns} for {len(pending)}")
+        frame.insert(0, HASH_COLUMN, [hashes[i] for i in pending])
+        if store is not None:
+            store.append(frame)
+        fresh.append(frame.set_index(HASH_COLUMN))
+        done |= pending_hashes
+        bar.update(sum(1 for i in chunk if hashes[i] in pending_hashes))
+    bar.close()
+    parts = ([cached] if cached is not None else []) + fresh
+    table = pd.concat(parts) if parts else pd.DataFrame(columns=metric.output_columns)
+    table = table[~table.index.duplicated(keep="first")]
+    result = table.loc[hashes].reset_index(drop=True)
+    result.index = pd.Index([r.id for r in records], name="id")
+    for message in metric.warnings(result):
+        log.warning("%s: %s", metric.name, message)
+    return result
+
+
+def score(dataset: Dataset, metrics: list[Metric], ctx, use_cache: bool = True) -> pd.DataFrame:
+    """All metrics' columns side by side: `id` plus each metric's columns and reason."""
+    tables = []
+    owners: dict[str, str] = {}
+    for metric in metrics:
+        for column in metric.output_columns:
+            if column in owners:
+                raise ValueError(f"metrics {owners[column]!r} and {metric.name!r} both output column {column!r}; "
+                                 "score them in separate runs")
+            owners[column] = metric.name
+        tables.append(score_metric(dataset, metric, ctx, use_cache=use_cache))
+    table = pd.concat(tables, axis=1) if tables else pd.DataFrame(index=[r.id for r in dataset.records])
+    table.index.name = "id"
+    return table.reset_index()
+
+
+def write_scores(table: pd.DataFrame, out) -> None:
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    elif out.suffix == ".jsonl":
+        table.to_json(tmp, orient="records", lines=True)
+    else:
+        table.to_parquet(tmp, index=False)
+    tmp.replace(out)
+
+
+def read_scores(path) -> pd.DataFrame:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        table = pd.read_csv(path, dtype={"id": str})
+    elif path.suffix == ".jsonl":
+        table = pd.read_json(path, lines=True, dtype={"id": str})
+    else:
+        table = pd.read_parquet(path)
+    if "id" not in table.columns:
+        raise ValueError(f"{path}: a score table needs an 'id' column")
+    table["id"] = table["id"].astype(str)
+    return table

@@ -1,0 +1,117 @@
+"""What a selector is: given a score table and a budget, return ids and a
+report of what was kept and what was excluded, and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from cherrybench.params import Parameterized
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A count (`1000`) or a fraction of the records (`0.05`)."""
+
+    value: float
+
+    @classmethod
+    def parse(cls, text) -> "Budget":
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"budget must be a count (e.g. 1000) or a fraction in (0, 1) (e.g. 0.05), got {text!r}")
+        if value <= 0 or (value >= 1 and value != int(value)):
+            raise ValueError(f"budget must be a positive count or a fraction in (0, 1), got {text!r}")
+        return cls(value)
+
+    @property
+    def is_fraction(self) -> bool:
+        return self.value < 1
+
+    def resolve(self, n: int) -> int:
+        """The number of records this budget allows out of `n`."""
+        if self.is_fraction:
+            return int(round(self.value * n))
+        return min(int(self.value), n)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}"
+
+
+@dataclass
+class Selection:
+    ids: list[str]  # in the selector's rank order
+    report: dict = field(default_factory=dict)
+
+
+class Selector(Parameterized):
+    """Subclass, set `name`, take explicit keyword parameters, and implement
+    `requires` (the metrics whose columns it reads) and `select`."""
+
+    name: ClassVar[str]
+
+    def requires(self) -> list:
+        """Metric instances to score before selecting (names resolve in the metric registry)."""
+        return []
+
+    def select(self, scores: pd.DataFrame, budget: Budget, ctx) -> Selection:
+        raise NotImplementedError
+
+
+def validate_selector(cls) -> None:
+    if not isinstance(cls, type) or not issubclass(cls, Selector):
+        raise TypeError(f"{cls!r} must subclass cherrybench.selectors.Selector")
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} must set `name`")
+
+
+def require_columns(scores: pd.DataFrame, columns: list[str], who: str) -> None:
+    missing = [c for c in columns if c not in scores.columns]
+    if missing:
+        raise ValueError(f"selector {who!r} needs score columns {missing}; the table has {list(scores.columns)}")
+
+
+def nan_exclusions(scores: pd.DataFrame, column: str) -> tuple[pd.Series, Counter]:
+    """Mask of rows with a usable score, and a count of the others by reason."""
+    values = scores[column]
+    bad = values.isna() | ~np.isfinite(values.astype(float))
+    reasons: Counter = Counter()
+    if bad.any():
+        reason_cols = [c for c in scores.columns if c.endswith("_reason")]
+        for idx in scores.index[bad]:
+            why = next((scores.at[idx, c] for c in reason_cols if isinstance(scores.at[idx, c], str)), None)
+            reasons[f"no_{column}:{why or 'nan'}"] += 1
+    return ~bad, reasons
+
+
+def rank(scores: pd.DataFrame, column: str, descending: bool) -> pd.DataFrame:
+    """Sort by a column, ties broken by id, so selections are deterministic."""
+    key = scores[column] if not descending else -scores[column]
+    return scores.assign(_key=key.astype(float)).sort_values(["_key", "id"], kind="mergesort").drop(columns="_key")
+
+
+def report(selector: Selector, scores: pd.DataFrame, kept_ids: list[str], excluded: Counter,
+           budget: Budget, score_column: str | None = None, extra: dict | None = None) -> dict:
+    """The selection report every selector writes."""
+    out = {
+        "selector": selector.name,
+        "params": selector.get_params(),
+        "budget": str(budget),
+        "n_input": int(len(scores)),
+        "n_kept": len(kept_ids),
+        "excluded": dict(sorted(excluded.items())),
+        "n_excluded": int(sum(excluded.values())),
+    }
+    if score_column is not None and kept_ids:
+        kept = scores.set_index("id").loc[kept_ids, score_column].astype(float)
+        out["score_column"] = score_column
+        out["kept_score_range"] = [float(kept.min()), float(kept.max())]
+        out["kept_score_mean"] = float(kept.mean())
+    if extra:
+        out.update(extra)
+    return out

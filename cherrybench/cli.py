@@ -51,6 +51,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, help="truncate conditioned sequences here (default 512)")
     group.add_argument("--batch-tokens", type=int, help="padded tokens per batch (default 4096 CPU, 65536 CUDA)")
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
+    group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")
+    group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the score cache")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -59,7 +62,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plugin_options(args) -> dict:
     """Options handed to every metric and selector that accepts them."""
-    options = {"model": args.model, "prompt": args.prompt, "max_length": args.max_length}
+    options = {"model": args.model, "prompt": args.prompt, "max_length": args.max_length,
+               "judge": args.judge, "reward_model": args.reward_model, "embedder": args.embedder}
     options = {k: v for k, v in options.items() if v is not None}
     options.update(parse_params(getattr(args, "param", None)))
     return options

@@ -70,7 +70,8 @@ class Metric(Parameterized):
         frame = pd.DataFrame(rows, columns=self.output_columns)
         for column in self.columns:
             frame[column] = frame[column].astype(np.float64)
-        frame[self.reason_column] = frame[self.reason_column].astype(object)
+        reasons = [row.get(self.reason_column) for row in rows]
+        frame[self.reason_column] = pd.Series([r if isinstance(r, str) else None for r in reasons], dtype=object)
         return frame
 
     def nan_row(self, reason: str) -> dict:

@@ -104,7 +104,7 @@ def report(selector: Selector, scores: pd.DataFrame, kept_ids: list[str], exclud
         "budget": str(budget),
         "n_input": int(len(scores)),
         "n_kept": len(kept_ids),
-        "excluded": dict(sorted(excluded.items())),
+        "excluded": {k: int(v) for k, v in sorted(excluded.items()) if v},
         "n_excluded": int(sum(excluded.values())),
     }
     if score_column is not None and kept_ids:

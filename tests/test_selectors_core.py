@@ -1,0 +1,75 @@
+"""Built-in score selectors on hand-made tables, against hand-worked answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cherrybench.selectors import SELECTORS, Budget
+
+
+def table(**columns) -> pd.DataFrame:
+    n = len(next(iter(columns.values())))
+    return pd.DataFrame({"id": [f"r{i}" for i in range(n)], **columns})
+
+
+def test_budget_parsing():
+    assert Budget.parse("0.05").resolve(200) == 10
+    assert Budget.parse("1000").resolve(200) == 200
+    assert Budget.parse(3).resolve(10) == 3
+    for bad in ("0", "-1", "1.5", "abc"):
+        with pytest.raises(ValueError, match="budget"):
+            Budget.parse(bad)
+
+
+def test_ifd_drops_nan_and_at_least_one_then_top_k():
+    scores = table(ifd=[0.5, 1.0, np.nan, 0.9, 1.3, 0.7, 0.9],
+                   ifd_reason=[None, None, "empty_answer", None, None, None, None])
+    sel = SELECTORS.get("ifd")().select(scores, Budget.parse("3"), None)
+    assert sel.ids == ["r3", "r6", "r5"]  # 0.9, 0.9 (tie broken by id), 0.7
+    assert sel.report["excluded"] == {"ifd>=1": 2, "no_ifd:empty_answer": 1, "over_budget": 1}
+    assert sel.report["kept_score_range"] == [0.7, 0.9]
+
+
+def test_ifd_cherry_rule_takes_fraction_of_valid():
+    scores = table(ifd=[0.1, 0.2, 0.3, 0.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0], ifd_reason=[None] * 10)
+    of_all = SELECTORS.get("ifd")().select(scores, Budget.parse("0.5"), None)
+    of_valid = SELECTORS.get("ifd")(of_valid=True).select(scores, Budget.parse("0.5"), None)
+    assert of_all.ids == ["r3", "r2", "r1", "r0"]  # 5 allowed, only 4 valid
+    assert of_valid.ids == ["r3", "r2"]  # half of the 4 valid
+
+
+def test_superfiltering_ranks_by_ifd_ppl():
+    scores = table(ifd=[0.5, 0.6, 0.7], ifd_ppl=[0.9, 0.2, 0.4], ifd_reason=[None] * 3)
+    assert SELECTORS.get("superfiltering")().select(scores, Budget.parse("2"), None).ids == ["r0", "r2"]
+
+
+def test_longest_breaks_ties_by_id():
+    scores = table(response_length=[10.0, 50.0, 50.0, 5.0], length_reason=[None] * 4)
+    sel = SELECTORS.get("longest")().select(scores, Budget.parse("2"), None)
+    assert sel.ids == ["r1", "r2"]
+    assert sel.report["n_kept"] == 2 and sel.report["excluded"] == {"over_budget": 2}
+
+
+def test_topk_either_direction_and_threshold():
+    scores = table(ppl=[3.0, 1.0, 2.0, np.nan], ifd_reason=[None, None, None, "prompt_too_long"])
+    assert SELECTORS.get("topk")(column="ppl", descending=False).select(scores, Budget.parse("2"), None).ids == ["r1", "r2"]
+    assert SELECTORS.get("topk")(column="ppl").select(scores, Budget.parse("1"), None).ids == ["r0"]
+    sel = SELECTORS.get("threshold")(column="ppl", minimum=1.5).select(scores, Budget.parse("0.99"), None)
+    assert sel.ids == ["r0", "r2"]
+    assert sel.report["excluded"] == {"no_ppl:prompt_too_long": 1, "ppl<1.5": 1}
+
+
+def test_random_is_seeded_and_in_input_order():
+    scores = table(x=list(range(100)))
+    a = SELECTORS.get("random")(seed=7).select(scores, Budget.parse("0.1"), None).ids
+    b = SELECTORS.get("random")(seed=7).select(scores, Budget.parse("0.1"), None).ids
+    c = SELECTORS.get("random")(seed=8).select(scores, Budget.parse("0.1"), None).ids
+    assert a == b and a != c and len(a) == 10 and len(set(a)) == 10
+    assert a == sorted(a, key=lambda s: int(s[1:]))
+
+
+def test_missing_column_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"selector 'ifd' needs score columns \['ifd'\]"):
+        SELECTORS.get("ifd")().select(table(x=[1.0]), Budget.parse("1"), None)

@@ -19,7 +19,8 @@ HEAD_CHUNK_ROWS = 1024  # LM-head rows at a time: bounds the [rows, vocab] logit
 
 
 def default_batch_tokens(device: str) -> int:
-    return 65536 if device.startswith("cuda") else 4096
+    # measured: on a 2-core CPU small batches are fastest per token (cache-resident activations)
+    return 65536 if device.startswith("cuda") else 512
 
 
 def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:

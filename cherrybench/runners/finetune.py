@@ -1,0 +1,154 @@
+"""The one fine-tune path every subset goes through: a causal LM from a path,
+full fine-tuning or LoRA, loss on answer tokens only, the same prompt format
+and tokenization as scoring, identical settings and seed for every selector.
+Hugging Face Trainer does the loop (and multi-GPU through accelerate/torchrun)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cherrybench.fingerprint import hash_json
+from cherrybench.prompts import context_pieces
+from cherrybench.records import Record
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+DONE_MARKER = "cherrybench_finetune.json"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings shared by every selector's run (each is a CLI flag)."""
+
+    model: str | None = None
+    prompt: str = "alpaca"
+    max_length: int = 512
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    seed: int = 0
+    device: str | None = None
+
+    def params(self) -> dict:
+        return {f"train.{k}": v for k, v in asdict(self).items()}
+
+    def fingerprint(self, model_fingerprint: str) -> str:
+        """What determines the trained weights (the device only changes rounding)."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("model", "device")}
+        return hash_json({"model": model_fingerprint, "settings": settings})
+
+
+def build_example(record: Record, tokenizer, prompt: str, max_length: int) -> dict:
+    """input_ids and labels: context tokens masked with -100, every answer token
+    (and the end-of-sequence token after it) learned; cut at max_length."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    labels: list[int] = []
+    for piece, turn in zip(context_pieces(record, prompt, tokenizer), record.turns):
+        context = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(turn.output, add_special_tokens=False)["input_ids"] if turn.output else []
+        if eos is not None:
+            answer = answer + [eos]
+        ids += context + answer
+        labels += [IGNORE] * len(context) + answer
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
+
+
+class AnswerCollator:
+    """Right-pads a batch: pad id for inputs, -100 for labels, a 0/1 attention mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def is_finished(out_dir: Path) -> bool:
+    return (Path(out_dir) / DONE_MARKER).is_file()
+
+
+def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress: bool = True) -> Path:
+    """Train on `records` and save a full HF model directory at `out_dir`
+    (LoRA merged). A directory that already holds a finished model is returned as is."""
+    out_dir = Path(out_dir)
+    if is_finished(out_dir):
+        return out_dir
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    from cherrybench.models import pick_device, pick_dtype, resolve_model
+
+    ref = resolve_model(config.model)
+    device = pick_device(config.device)
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(ref.directory)
+    model = AutoModelForCausalLM.from_pretrained(ref.directory, dtype=torch.float32)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                 lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
+                                                 target_modules="all-linear"))
+    examples = [build_example(r, tokenizer, config.prompt, config.max_length) for r in records]
+    examples = [e for e in examples if any(l != IGNORE for l in e["labels"])]
+    if not examples:
+        raise ValueError("no training record has an answer token within --max-length")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    args = TrainingArguments(
+        output_dir=str(staging / "trainer"), num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed, save_strategy="no",
+        logging_steps=1, report_to=[], disable_tqdm=not progress, remove_unused_columns=False,
+        use_cpu=device == "cpu", bf16=device.startswith("cuda"), dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad))
+    result = trainer.train()
+    model = trainer.model
+    if config.lora:
+        model = model.merge_and_unload()
+    model = model.to(torch.float32)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    (staging / DONE_MARKER).write_text(json.dumps({
+        "config": asdict(config), "n_records": len(records), "n_examples": len(examples),
+        "train_loss": result.training_loss, "loss_history": losses, "base_model": str(ref.directory),
+        "train_seconds": result.metrics.get("train_runtime"),
+    }, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # an unfinished earlier attempt
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging.replace(out_dir)
+    return out_dir
+
+
+def training_summary(model_dir: Path) -> dict:
+    return json.loads((Path(model_dir) / DONE_MARKER).read_text())

@@ -1,0 +1,64 @@
+"""Pairwise judging of two models' answers, both orders to cancel position
+bias, and the winning score (wins - losses) / n + 1 of the IFD and AlpaGasus papers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAIRWISE_PROMPT = (
+    "You are a fair judge. Compare two responses to the same question and decide which one is more helpful, "
+    "accurate and relevant.\n\n#Question#:\n{question}\n\n#Response 1#:\n{first}\n\n#Response 2#:\n{second}\n\n"
+    "Which response is better? Answer with 1 or 2.\n##Better response: "
+)
+
+
+@dataclass(frozen=True)
+class PairwiseResult:
+    wins: int
+    ties: int
+    losses: int
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    @property
+    def winning_score(self) -> float:
+        """(wins - losses) / n + 1: 1 is a draw overall, 2 wins every prompt, 0 loses every one."""
+        return (self.wins - self.losses) / self.n + 1 if self.n else float("nan")
+
+    def as_metrics(self, prefix: str) -> dict:
+        return {f"{prefix}wins": self.wins, f"{prefix}ties": self.ties, f"{prefix}losses": self.losses,
+                f"{prefix}winning_score": self.winning_score}
+
+
+def outcome(prefers_a_when_first: bool, prefers_a_when_second: bool) -> str:
+    """A wins only if preferred in both orders, loses only if rejected in both."""
+    if prefers_a_when_first and prefers_a_when_second:
+        return "win"
+    if not prefers_a_when_first and not prefers_a_when_second:
+        return "loss"
+    return "tie"
+
+
+def tally(outcomes: list[str]) -> PairwiseResult:
+    return PairwiseResult(wins=outcomes.count("win"), ties=outcomes.count("tie"), losses=outcomes.count("loss"))
+
+
+def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[str]) -> PairwiseResult:
+    """Compare A against B on each question with the judge LM's next-token
+    logits for "1" and "2", in both orders."""
+    one, two = lm.encode("1"), lm.encode("2")
+    if len(one) != 1 or len(two) != 1:
+        raise ValueError("the judge tokenizer must encode '1' and '2' as one token each")
+    sequences = []
+    for q, a, b in zip(questions, answers_a, answers_b):
+        sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=a, second=b)))
+        sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=b, second=a)))
+    logits = lm.last_token_logits(sequences, [one[0], two[0]])
+    outcomes = []
+    for i in range(len(questions)):
+        a_first = logits[2 * i, 0] > logits[2 * i, 1]
+        a_second = logits[2 * i + 1, 1] > logits[2 * i + 1, 0]
+        outcomes.append(outcome(bool(a_first), bool(a_second)))
+    return tally(outcomes)

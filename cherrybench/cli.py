@@ -207,6 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (DataError, ValueError, FileNotFoundError, KeyError, ConnectionError) as exc:
         print(f"cherrybench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,52 @@
+"""Loaders for the five paper test sets (each in its own format) and plain files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cherrybench.records import DataError
+from cherrybench.runners.eval_sets import load_eval_set
+
+FIXTURES = {
+    "vicuna_test_set.jsonl": [{"question_id": 1, "text": "How can I sleep better?", "category": "generic"}],
+    "koala_test_set.jsonl": [{"id": "koala_0", "prompt": "List three films."}],
+    "wizardlm_test_set.jsonl": [{"idx": 1, "Skill": "Math", "Difficulty": 1, "Instruction": "What is 2+2?"}],
+    "sinstruct_test_set.jsonl": [{"id": "u0", "motivation_app": "x", "instruction": "Fix the grammar.",
+                                  "instances": [{"input": "he go home", "output": "He goes home."}]}],
+    "lima_test_set.jsonl": [{"conversations": ["Tell me a joke."], "source": "x"}],
+}
+EXPECTED = {
+    "vicuna": ("1", "How can I sleep better?", "", ""),
+    "koala": ("koala_0", "List three films.", "", ""),
+    "wizardlm": ("1", "What is 2+2?", "", ""),
+    "sinstruct": ("u0", "Fix the grammar.", "he go home", "He goes home."),
+    "lima": ("0", "Tell me a joke.", "", ""),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(FIXTURES))
+def test_paper_test_sets(tmp_path, filename):
+    path = tmp_path / filename
+    path.write_text("".join(json.dumps(r) + "\n" for r in FIXTURES[filename]))
+    eval_set = load_eval_set(str(path))
+    name = filename.replace("_test_set.jsonl", "")
+    assert eval_set.name == name
+    record = eval_set.records[0]
+    assert (record.id, record.instruction, record.input, record.output) == EXPECTED[name]
+    assert eval_set.has_references == (name == "sinstruct")
+
+
+def test_named_spec_and_plain_format(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps([{"instruction": "a", "output": "b"}]))
+    eval_set = load_eval_set(f"custom:{path}")
+    assert eval_set.name == "custom" and eval_set.has_references
+
+
+def test_mixed_lines_are_an_error(tmp_path):
+    path = tmp_path / "vicuna_test_set.jsonl"
+    path.write_text(json.dumps({"question_id": 1, "text": "a"}) + "\n" + json.dumps({"foo": 1}) + "\n")
+    with pytest.raises(DataError, match=r"vicuna_test_set\.jsonl:2: fields \['foo'\]"):
+        load_eval_set(str(path))

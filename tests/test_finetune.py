@@ -1,0 +1,50 @@
+"""The common fine-tune path: answer-only labels, real training that lowers
+the loss on its data, LoRA merged, and a finished model reused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cherrybench.prompts import ALPACA_NO_INPUT
+from cherrybench.records import Record, Turn
+from cherrybench.runners.evaluate import eval_loss
+from cherrybench.runners.finetune import IGNORE, DONE_MARKER, TrainConfig, build_example, finetune
+
+RECORDS = [Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate([
+    ("What colour is the sky?", "The sky is blue on a clear day."),
+    ("What do bees make?", "Bees make honey from nectar."),
+    ("Where do penguins live?", "Most penguins live in the Southern Hemisphere."),
+    ("What is ice?", "Ice is frozen water."),
+])]
+
+
+def test_labels_mask_everything_but_answers(lm):
+    tok = lm.tokenizer
+    record = Record("m", [Turn("Q1?", "A one."), Turn("Q2?", "A two.")])
+    example = build_example(record, tok, "alpaca", 512)
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    p1 = enc(ALPACA_NO_INPUT.format(instruction="Q1?"))
+    p2 = enc("\n\n" + ALPACA_NO_INPUT.format(instruction="Q2?"))
+    a1, a2 = enc("A one.") + [tok.eos_token_id], enc("A two.") + [tok.eos_token_id]
+    assert example["input_ids"] == p1 + a1 + p2 + a2
+    assert example["labels"] == [IGNORE] * len(p1) + a1 + [IGNORE] * len(p2) + a2
+    cut = build_example(record, tok, "alpaca", len(p1) + 2)
+    assert cut["input_ids"] == (p1 + a1)[: len(p1) + 2] and cut["labels"][-2:] == a1[:2]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_training_lowers_loss_on_its_data(tmp_path, ctx, lora):
+    config = TrainConfig(max_length=64, epochs=3, batch_size=4, learning_rate=1e-3 if lora else 1e-4,
+                         lora=lora, device="cpu")
+    before = eval_loss(None, RECORDS, max_length=64, ctx=ctx)
+    out = finetune(RECORDS, config, tmp_path / "model", progress=False)
+    after = eval_loss(out, RECORDS, max_length=64, ctx=ctx)
+    assert after < before - 0.2, (before, after)
+    summary = json.loads((out / DONE_MARKER).read_text())
+    assert summary["n_examples"] == 4 and len(summary["loss_history"]) == 3
+    assert not any(p.name.startswith("adapter") for p in out.iterdir())  # LoRA merged into full weights
+    stamp = (out / DONE_MARKER).stat().st_mtime_ns
+    assert finetune(RECORDS, config, tmp_path / "model", progress=False) == out  # reused, not retrained
+    assert (out / DONE_MARKER).stat().st_mtime_ns == stamp

@@ -1,0 +1,33 @@
+"""Winning score arithmetic and the both-orders rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from cherrybench.runners.pairwise import PairwiseResult, judge_pairs, outcome, tally
+
+
+def test_winning_score_hand_worked():
+    # 3 wins, 1 tie, 1 loss over 5 prompts: (3 - 1) / 5 + 1 = 1.4
+    result = tally(["win", "tie", "win", "loss", "win"])
+    assert (result.wins, result.ties, result.losses, result.n) == (3, 1, 1, 5)
+    assert result.winning_score == pytest.approx(1.4)
+    assert PairwiseResult(0, 0, 4).winning_score == 0.0
+    assert PairwiseResult(2, 0, 0).winning_score == 2.0
+    assert result.as_metrics("x.")["x.winning_score"] == pytest.approx(1.4)
+
+
+def test_both_orders_rule():
+    assert outcome(True, True) == "win"
+    assert outcome(False, False) == "loss"
+    assert outcome(True, False) == outcome(False, True) == "tie"  # position bias cancels out
+
+
+def test_identical_answers_always_tie_with_real_judge(lm):
+    """With A == B both orders read the same prompt, so whatever the judge
+    prefers is a position, never an answer: every comparison is a tie."""
+    questions = ["What is the capital of France?", "Name a prime number."]
+    answers = ["Paris is the capital of France.", "Seven is prime."]
+    result = judge_pairs(lm, questions, answers, answers)
+    assert (result.wins, result.ties, result.losses) == (0, 2, 0)
+    assert result.winning_score == 1.0

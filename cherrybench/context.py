@@ -45,6 +45,10 @@ class Context:
         return self.get("lm", str(ref.directory), lambda: LanguageModel(
             ref, device=self.device, batch_tokens=self.batch_tokens, trust_remote_code=self.trust_remote_code))
 
+    def unload_lm(self, spec: str | None = None) -> None:
+        """Free a model no later step needs (a comparison loads one per selector)."""
+        self._resources.pop(("lm", str(self.model_ref(spec).directory)), None)
+
     def tokenizer(self, spec: str | None = None):
         """The model's tokenizer alone (length metrics do not need the weights)."""
         ref = self.model_ref(spec)

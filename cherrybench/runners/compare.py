@@ -255,6 +255,7 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
             path = Path(tmp) / "answers.json"
             path.write_text(json.dumps(answers, ensure_ascii=False, indent=2))
             mlflow.log_artifact(str(path))
+        ctx.unload_lm(str(model_dir))
         print(f"[{name} seed {seed}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
     return {"ids": selection.ids}
 

@@ -1,0 +1,152 @@
+"""An end-to-end comparison on a tiny real sample with the real model, logged
+to a real `mlflow server` on 127.0.0.1, read back through MLflow's client; an
+interrupted comparison, rerun, skips the child runs that completed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cherrybench.registry import load_plugin_file
+from cherrybench.runners.compare import main as compare_main
+
+FLAKY = '''
+import os
+from cherrybench.selectors import register_selector
+from cherrybench.selectors.random_sample import RandomSample
+
+@register_selector()
+class Flaky(RandomSample):
+    """Random, but fails while the marker file exists (an interruption mid-comparison)."""
+    name = "flaky"
+    def select(self, scores, budget, ctx):
+        if os.path.exists(os.environ["FLAKY_MARKER"]):
+            raise KeyboardInterrupt("interrupted")
+        return super().select(scores, budget, ctx)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("mlflow server did not start")
+        time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+ARGS = ["--pool-size", "12", "--eval-size", "4", "--budget", "4", "--max-length", "64", "--gen-size", "2",
+        "--max-new-tokens", "8", "--train-batch-size", "4", "--no-progress", "--device", "cpu"]
+
+
+def runs_of(client, experiment):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=100)
+
+
+def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert compare_main(["--selectors", "ifd,longest", "--experiment", "e2e", "--tracking-uri", mlflow_server,
+                         *ARGS]) == 0
+    client = MlflowClient(mlflow_server)
+    runs = runs_of(client, "e2e")
+    parents = [r for r in runs if r.data.tags.get("cherrybench.role") == "parent"]
+    children = {r.data.tags["cherrybench.selector"]: r for r in runs if r.data.tags.get("cherrybench.role") == "child"}
+    assert len(parents) == 1 and set(children) == {"ifd", "longest", "random", "full"}
+    for name, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.params["selector"] == name and run.data.params["budget"] == "4"
+        assert run.data.params["train.max_length"] == "64" and run.data.params["seed"] == "0"
+        metrics = run.data.metrics
+        assert metrics["n_selected"] == (12 if name == "full" else 4)
+        assert 0 < metrics["heldout.eval_loss"] < 20
+        assert metrics["training_seconds"] > 0
+        if name != "full":
+            wins, ties, losses = (metrics[f"heldout.vs_full.{k}"] for k in ("wins", "ties", "losses"))
+            assert wins + ties + losses == 2
+            assert metrics["heldout.vs_full.winning_score"] == pytest.approx((wins - losses) / 2 + 1)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json"} <= artifacts
+        ids = json.loads(Path(client.download_artifacts(run.info.run_id, "selected_ids.json", str(tmp_path))).read_text())
+        assert len(ids) == metrics["n_selected"]
+    assert "hist_ifd.png" in {a.path for a in client.list_artifacts(children["ifd"].info.run_id)}
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"selection_overlap.png", "e2e.md", "e2e.csv"} <= parent_artifacts
+    board = (tmp_path / "leaderboards" / "e2e.md").read_text()
+    assert "| ifd | 1 |" in board and "cherrybench compare" in board
+
+
+def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plugin = tmp_path / "flaky_plugin.py"
+    plugin.write_text(FLAKY)
+    load_plugin_file(plugin)
+    marker = tmp_path / "interrupt"
+    marker.write_text("")
+    monkeypatch.setenv("FLAKY_MARKER", str(marker))
+    args = ["--selectors", "longest,flaky", "--experiment", "resume", "--tracking-uri", mlflow_server,
+            "--no-baselines", "--pairwise-baseline", "longest", *ARGS]
+    with pytest.raises(KeyboardInterrupt):
+        compare_main(args)
+    client = MlflowClient(mlflow_server)
+    first = runs_of(client, "resume")
+    done = [r for r in first if r.data.tags.get("cherrybench.role") == "child" and r.info.status == "FINISHED"]
+    assert [r.data.tags["cherrybench.selector"] for r in done] == ["longest"]
+
+    marker.unlink()
+    assert compare_main(args) == 0
+    second = runs_of(client, "resume")
+    children = [r for r in second if r.data.tags.get("cherrybench.role") == "child" and r.info.status == "FINISHED"]
+    names = sorted(r.data.tags["cherrybench.selector"] for r in children)
+    assert names == ["flaky", "longest"]  # longest was not run again
+    board = (tmp_path / "leaderboards" / "resume.md").read_text()
+    assert "| flaky | 1 |" in board and "| longest | 1 |" in board
+
+
+def test_unreachable_server_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    started = time.time()
+    assert compare_main(["--selectors", "ifd", "--tracking-uri", f"http://127.0.0.1:{free_port()}", *ARGS]) == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert time.time() - started < 30
+    assert not (tmp_path / "leaderboards").exists()
+
+
+def test_unknown_selector_lists_registered(capsys):
+    assert compare_main(["--selectors", "ifd,nosuch", "--tracking-uri", "sqlite:///unused.db"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown selector 'nosuch'" in err and "longest" in err

@@ -48,3 +48,32 @@ def test_training_lowers_loss_on_its_data(tmp_path, ctx, lora):
     stamp = (out / DONE_MARKER).stat().st_mtime_ns
     assert finetune(RECORDS, config, tmp_path / "model", progress=False) == out  # reused, not retrained
     assert (out / DONE_MARKER).stat().st_mtime_ns == stamp
+
+
+def test_brief_experience_picks_mid_perplexity_evenly():
+    import numpy as np
+
+    from cherrybench.runners.brief_experience import pick_per_cluster
+
+    labels = np.array([0] * 9 + [1] * 3)
+    ppl = np.array([9, 1, 8, 2, 7, 3, 6, 4, 5, 30, 10, 20], dtype=float)
+    # cluster 0: percentiles 25..75 of 1..9 are 3..7 -> records with ppl 3,4,5,6,7; 3 evenly spaced: 3, 5, 7
+    # cluster 1: 10..30 -> 15..25 keeps only ppl 20
+    picked = pick_per_cluster(labels, ppl, 3)
+    assert sorted(ppl[picked].tolist()) == [3, 5, 7, 20]
+
+
+def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
+    from cherrybench.records import Dataset
+    from cherrybench.runners.brief_experience import brief_experience_model
+    from cherrybench.runners.score import score
+    from cherrybench.metrics.ifd import IFD
+
+    pool = Dataset(RECORDS * 1, None, "alpaca", "json")
+    model = brief_experience_model(pool, TrainConfig(max_length=64, batch_size=4, device="cpu"), ctx,
+                                   clusters=2, per_cluster=1)
+    assert (model / DONE_MARKER).exists()
+    assert json.loads((model / DONE_MARKER).read_text())["n_records"] == 2
+    base = score(pool, [IFD(max_length=64)], ctx)["ifd"]
+    tuned = score(pool, [IFD(model=str(model), max_length=64)], ctx)["ifd"]
+    assert (base != tuned).all()  # scored by the briefly trained model, cached separately

@@ -35,6 +35,7 @@ def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | 
 def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
                   given: pd.DataFrame | None = None) -> tuple[Selection, pd.DataFrame]:
     table = scores_for(dataset, selector, ctx, given)
+    ctx.dataset = dataset  # selectors that read the records themselves (embeddings, fine-tuning) find them here
     selection = selector.select(table, budget, ctx)
     if len(set(selection.ids)) != len(selection.ids):
         raise RuntimeError(f"selector {selector.name!r} returned duplicate ids")

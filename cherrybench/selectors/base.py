@@ -95,6 +95,21 @@ def rank(scores: pd.DataFrame, column: str, descending: bool) -> pd.DataFrame:
     return scores.assign(_key=key.astype(float)).sort_values(["_key", "id"], kind="mergesort").drop(columns="_key")
 
 
+def records_for(scores: pd.DataFrame, ctx, who: str) -> list:
+    """The records behind the score table's rows, in its order, for selectors that
+    read the records themselves (embeddings, fine-tuning); `run_selection` puts
+    the data set on the context as `ctx.dataset`."""
+    dataset = getattr(ctx, "dataset", None)
+    if dataset is None:
+        raise ValueError(f"selector {who!r} reads the records themselves: run it through run_selection "
+                         "(or set ctx.dataset to the data set)")
+    by_id = {r.id: r for r in dataset.records}
+    missing = [i for i in scores["id"] if i not in by_id]
+    if missing:
+        raise ValueError(f"selector {who!r}: score table ids not in the data set, e.g. {missing[:3]}")
+    return [by_id[i] for i in scores["id"]]
+
+
 def report(selector: Selector, scores: pd.DataFrame, kept_ids: list[str], excluded: Counter,
            budget: Budget, score_column: str | None = None, extra: dict | None = None) -> dict:
     """The selection report every selector writes."""

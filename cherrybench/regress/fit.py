@@ -31,7 +31,12 @@ class Fit:
     loo_predicted: np.ndarray
     eliminated: list[dict] = field(default_factory=list)  # [{"indicator", "p_value"}] in removal order
     dropped: list[dict] = field(default_factory=list)  # [{"indicator", "why"}] before fitting
-    summary: str = ""
+    result: object = field(default=None, repr=False)  # the statsmodels results of the final model
+
+    @property
+    def summary(self) -> str:
+        """statsmodels' fit summary table (built on demand: it is slow)."""
+        return str(self.result.summary()) if self.result is not None else ""
 
     def stats(self) -> dict:
         """What the rule file keeps of the fit."""
@@ -115,7 +120,7 @@ def fit_rule(X: pd.DataFrame, y, eliminate: bool = False, alpha: float = 0.05) -
         conf_int={c: [float(ci.loc[c, 0]), float(ci.loc[c, 1])] for c in names},
         r2=float(result.rsquared), adj_r2=float(result.rsquared_adj), cv_r2=cv_r2(y, loo), n=len(y),
         fitted=np.asarray(result.fittedvalues, dtype=np.float64), loo_predicted=loo,
-        eliminated=eliminated, dropped=dropped, summary=str(result.summary()),
+        eliminated=eliminated, dropped=dropped, result=result,
     )
 
 

@@ -1,0 +1,62 @@
+"""MoDS on real models: a tiny real reward classifier, MiniLM k-center seed set,
+a real SmolLM2 fine-tune on the seed set and greedy answers; the final set is
+seed U necessity, and a rerun reuses the trained model and answers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cherrybench.diversity import kcenter_greedy
+from cherrybench.embedders import embed, minilm_dir
+from cherrybench.paths import cache_dir
+from cherrybench.records import Dataset, Record, Turn
+from cherrybench.runners.select import run_selection
+from cherrybench.selectors import SELECTORS, Budget
+
+PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Write a haiku about rain.", "Rain taps the roof"),
+         ("Translate 'hello' to French.", "Bonjour."), ("What is the capital of France?", "Paris."),
+         ("Explain gravity briefly.", "Masses attract each other."), ("List three fruits.", "Apple, pear, fig."),
+         ("Say goodbye.", "Goodbye!")]
+DATASET = Dataset([Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate(PAIRS)], None, "alpaca", "json")
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("mods-reward")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_mods_real_run(ctx, reward_dir):
+    from cherrybench.metrics.reward import Reward
+    from cherrybench.runners.score import score_metric
+
+    rewards = score_metric(DATASET, Reward(reward_model=str(reward_dir)), ctx)["reward"]
+    cut = float(np.sort(rewards.to_numpy())[1])  # all but the two lowest are high quality
+    params = dict(reward_model=str(reward_dir), quality_threshold=cut, necessity_threshold=float(rewards.max()),
+                  seed_fraction=0.5, epochs=1.0, max_new_tokens=6, max_length=64, seed=0)
+    selection, table = run_selection(DATASET, SELECTORS.get("mods")(**params), Budget.parse("4"), ctx)
+    report = selection.report
+    high = [r for r in DATASET.records if rewards[r.id] > cut]
+    assert report["n_high_quality"] == len(high) == 6
+    seed = [high[i].id for i in kcenter_greedy(embed(high, None, "instruction", ctx), 2, seed=0)]
+    assert selection.ids[:2] == seed
+    assert len(selection.ids) == len(set(selection.ids)) <= 4
+    assert set(selection.ids) <= {r.id for r in high}
+    assert report["n_seed"] + report["n_necessity"] == len(selection.ids)
+    assert report["n_kept"] + report["n_excluded"] == len(PAIRS)
+    runs = list((cache_dir() / "mods").iterdir())
+    assert len(runs) == 1
+    answers = json.loads(next(runs[0].glob("answers-*.json")).read_text())
+    assert len(answers) == 4  # the high-quality records outside the seed set were answered
+    again, _ = run_selection(DATASET, SELECTORS.get("mods")(**params), Budget.parse("4"), ctx)
+    assert again.ids == selection.ids and len(list((cache_dir() / "mods").iterdir())) == 1

@@ -1,0 +1,86 @@
+"""Reward: a tiny real sequence classifier (random BERT, MiniLM's tokenizer)
+built offline exercises the reward-model path against a direct computation and
+resumes from the cache; without a reward model, the judge's quality stands in."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from cherrybench.embedders import minilm_dir
+from cherrybench.metrics.deita import DeitaQuality
+from cherrybench.metrics.reward import Reward
+from cherrybench.records import Dataset, Record, Turn
+from cherrybench.runners.score import score_metric
+
+RECORDS = [Record(str(i), [Turn(q, a, x)]) for i, (q, x, a) in enumerate([
+    ("How do I bake bread?", "", "Knead, proof, bake."),
+    ("Translate to French", "good morning", "Bonjour"),
+    ("What is the capital of Peru?", "", "Lima."),
+    ("Name a prime number.", "", "Seven."),
+    ("Describe the colour blue.", "", "Calm, like the sky."),
+    ("Say hi.", "", "Hi!"),
+])] + [Record("mt", [Turn("Hi", "Hello!"), Turn("Count to two.", "1, 2.")])]
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("reward-model")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def direct_reward(path, question, answer):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        return float(model(**tokenizer(question, answer, return_tensors="pt")).logits[0, 0])
+
+
+def test_reward_model_scores_pairs_as_logits0_and_resumes(ctx, tiny_reward_model):
+    metric = Reward(reward_model=str(tiny_reward_model))
+    half = Dataset(RECORDS[:3], None, "alpaca", "json")
+    full = Dataset(RECORDS, None, "alpaca", "json")
+    first = score_metric(half, metric, ctx)  # an interrupted run
+    model = metric.model(ctx)
+    assert model.pairs_scored == 3
+    table = score_metric(full, metric, ctx)  # resumed: only the rest (the multi-turn record has two pairs)
+    assert model.pairs_scored == 3 + 3 + 2
+    score_metric(full, metric, ctx)
+    assert model.pairs_scored == 8
+    np.testing.assert_allclose(table["reward"].iloc[:3], first["reward"], atol=1e-9)
+    for record in RECORDS:
+        expected = np.mean([direct_reward(tiny_reward_model, t.query, t.output) for t in record.turns])
+        assert table.at[record.id, "reward"] == pytest.approx(expected, abs=1e-4)
+    assert (table["reward_source"] == "reward_model").all()
+
+
+def test_missing_reward_model_directory_is_a_clear_error(ctx, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        Reward(reward_model=str(tmp_path)).fingerprints(ctx)
+
+
+def test_without_a_reward_model_the_judge_quality_stands_in(ctx, caplog):
+    import cherrybench.metrics.reward as reward_module
+
+    reward_module._fallback_said = False
+    records = RECORDS[:2]
+    with caplog.at_level(logging.WARNING, logger="cherrybench.metrics.reward"):
+        table = Reward().compute(records, ctx)
+        Reward().compute(records[:1], ctx)
+    said = [r for r in caplog.records if "no --reward-model" in r.getMessage()]
+    assert len(said) == 1  # said once
+    quality = DeitaQuality().compute(records, ctx)
+    np.testing.assert_allclose(table["reward"], quality["judge_quality"], atol=1e-9)
+    assert (table["reward_source"] == "judge_quality").all()
+    assert list(table.columns) == ["reward", "reward_source", "reward_reason"]

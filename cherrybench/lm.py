@@ -40,6 +40,38 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+MIN_SHARED_PREFIX = 16  # tokens; shorter shared prefixes are not worth a cache
+
+
+def prefix_groups(sequences: list[list[int]], first_needed: list[int]) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """Group sequences that start with the same MIN_SHARED_PREFIX tokens; each
+    group's shared length is their longest common prefix, cut so that every
+    member keeps at least one token and every position it needs after it.
+    Returns [(length, members)] and the indices left to run whole."""
+    buckets: dict[tuple, list[int]] = {}
+    rest: list[int] = []
+    for i, seq in enumerate(sequences):
+        if len(seq) > MIN_SHARED_PREFIX:
+            buckets.setdefault(tuple(seq[:MIN_SHARED_PREFIX]), []).append(i)
+        else:
+            rest.append(i)
+    groups = []
+    for members in buckets.values():
+        first = sequences[members[0]]
+        length = min(min(len(sequences[i]) - 1, first_needed[i]) for i in members)
+        for i in members[1:]:
+            seq = sequences[i]
+            n = 0
+            while n < length and seq[n] == first[n]:
+                n += 1
+            length = n
+        if len(members) >= 2 and length >= MIN_SHARED_PREFIX:
+            groups.append((length, members))
+        else:
+            rest.extend(members)
+    return groups, sorted(rest)
+
+
 class LanguageModel:
     """A loaded causal LM with batched scoring methods. `forward_calls` counts
     batches run through the network (tests use it to prove cache reuse)."""
@@ -79,16 +111,28 @@ class LanguageModel:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     # -- internals ---------------------------------------------------------
-    def _hidden(self, batch: list[list[int]]):
+    def _hidden(self, batch: list[list[int]], prefix=None):
+        """Last hidden states of right-padded `batch`; with prefix=(length, cache)
+        the rows continue a shared, already computed prefix."""
+        import copy
+
         torch = self._torch
         width = max(len(s) for s in batch)
+        start = prefix[0] if prefix else 0
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), start + width), dtype=torch.long)
+        mask[:, :start] = 1
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
+            mask[row, start: start + len(seq)] = 1
         self.forward_calls += 1
-        out = self.base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+        kwargs = {}
+        if prefix:
+            cache = copy.deepcopy(prefix[1])
+            cache.batch_repeat_interleave(len(batch))
+            positions = torch.arange(start, start + width, device=self.device).expand(len(batch), width)
+            kwargs = {"past_key_values": cache, "position_ids": positions, "use_cache": True}
+        out = self.base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return out.last_hidden_state
 
     def _logits(self, rows):
@@ -97,13 +141,34 @@ class LanguageModel:
             logits = self.softcap * self._torch.tanh(logits / self.softcap)
         return logits
 
-    def _run(self, sequences, per_batch: Callable, on_progress: Callable[[int], None] | None):
-        lengths = [len(s) for s in sequences]
+    def _run(self, sequences, per_batch: Callable, on_progress: Callable[[int], None] | None,
+             first_needed: list[int] | None = None):
+        """Feed `sequences` through the body in length-sorted batches, calling
+        per_batch(indices, hidden, offset) where hidden[row, p - offset] is the
+        state at position p. With `first_needed` (the first position whose state
+        each sequence needs), sequences sharing a long prefix (a prompt
+        template) reuse one KV cache of it instead of recomputing it per record."""
+        groups, rest = prefix_groups(sequences, first_needed) if first_needed is not None else ([], None)
+        rest = list(range(len(sequences))) if rest is None else rest
         with self._torch.inference_mode():
-            for batch in pack_batches(lengths, self.batch_tokens):
-                per_batch(batch, self._hidden([sequences[i] for i in batch]))
+            for batch in pack_batches([len(sequences[i]) for i in rest], self.batch_tokens):
+                batch = [rest[i] for i in batch]
+                per_batch(batch, self._hidden([sequences[i] for i in batch]), 0)
                 if on_progress:
                     on_progress(len(batch))
+            for length, members in groups:
+                prefix = self._prefix_cache(sequences[members[0]][:length])
+                suffixes = [sequences[i][length:] for i in members]
+                for batch in pack_batches([len(s) for s in suffixes], self.batch_tokens):
+                    hidden = self._hidden([suffixes[i] for i in batch], prefix=(length, prefix))
+                    per_batch([members[i] for i in batch], hidden, length)
+                    if on_progress:
+                        on_progress(len(batch))
+
+    def _prefix_cache(self, prefix: list[int]):
+        self.forward_calls += 1
+        ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
+        return self.base(input_ids=ids, use_cache=True).past_key_values
 
     # -- batch methods -----------------------------------------------------
     def token_losses(self, sequences: list[list[int]], targets: list[list[int]],
@@ -116,12 +181,12 @@ class LanguageModel:
             if min(targets[i]) < 1 or max(targets[i]) >= len(sequences[i]):
                 raise ValueError(f"sequence {i}: target positions must lie in 1..{len(sequences[i]) - 1}")
 
-        def per_batch(batch, hidden):
+        def per_batch(batch, hidden, offset):
             rows, labels, owners = [], [], []
             for row, local in enumerate(batch):
                 i = work[local]
                 pos = torch.tensor(targets[i], dtype=torch.long)
-                rows.append(hidden[row, pos - 1])
+                rows.append(hidden[row, pos - 1 - offset])
                 labels.append(torch.tensor([sequences[i][p] for p in targets[i]], dtype=torch.long))
                 owners.append((i, len(targets[i])))
             rows = torch.cat(rows)
@@ -137,7 +202,8 @@ class LanguageModel:
                 results[i] = flat[offset: offset + n]
                 offset += n
 
-        self._run([sequences[i] for i in work], per_batch, on_progress)
+        self._run([sequences[i] for i in work], per_batch, on_progress,
+                  first_needed=[min(targets[i]) - 1 for i in work])
         return results
 
     def last_token_logits(self, sequences: list[list[int]], token_ids: list[int],
@@ -148,8 +214,8 @@ class LanguageModel:
         weight = self.head.weight[torch.tensor(token_ids, device=self.head.weight.device)]
         bias = self.head.bias[torch.tensor(token_ids, device=self.head.weight.device)] if self.head.bias is not None else None
 
-        def per_batch(batch, hidden):
-            last = torch.tensor([len(sequences[i]) - 1 for i in batch], device=hidden.device)
+        def per_batch(batch, hidden, offset):
+            last = torch.tensor([len(sequences[i]) - 1 - offset for i in batch], device=hidden.device)
             rows = hidden[torch.arange(len(batch), device=hidden.device), last]
             logits = (rows @ weight.T).float()
             if bias is not None:
@@ -158,7 +224,7 @@ class LanguageModel:
                 logits = self.softcap * torch.tanh(logits / self.softcap)
             out[batch] = logits.double().cpu().numpy()
 
-        self._run(sequences, per_batch, on_progress)
+        self._run(sequences, per_batch, on_progress, first_needed=[len(seq) - 1 for seq in sequences])
         return out
 
     def pooled_hidden(self, sequences: list[list[int]], pooling: str = "mean",
@@ -169,7 +235,7 @@ class LanguageModel:
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
         out = np.zeros((len(sequences), self.model.config.hidden_size), dtype=np.float32)
 
-        def per_batch(batch, hidden):
+        def per_batch(batch, hidden, offset):
             for row, i in enumerate(batch):
                 n = len(sequences[i])
                 vec = hidden[row, :n].float().mean(0) if pooling == "mean" else hidden[row, n - 1].float()

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="an eval set file (the five paper test sets or any supported format); repeatable")
     group.add_argument("--eval-size", type=int, default=20,
                        help="records held out from the data as the default eval set, disjoint from the pool (0: none)")
+    group.add_argument("--eval-limit", type=int, default=0,
+                       help="use a seeded sample of at most this many records of each --eval file (0: all)")
     group.add_argument("--gen-size", type=int, default=10, help="eval prompts answered by each model for judging")
     group.add_argument("--max-new-tokens", type=int, default=64, help="bound on generated answers")
     group.add_argument("--seed", type=int, action="append", help="seed for selection and training; repeatable")
@@ -101,14 +103,23 @@ def load_plan(args) -> Plan:
         pool, held = _split(sample.records, args.pool_size, args.eval_size, split_seed)
         fmt, container, path = "sharegpt", "json", None
     evals = [EvalSet("heldout", held)] if held else []
-    evals += [load_eval_set(spec) for spec in args.eval]
+    evals += [_limit(load_eval_set(spec), args.eval_limit, split_seed) for spec in args.eval]
     if not evals:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
     train = TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
                         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
                         gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
                         device=args.device)
-    return Plan(Dataset(pool, path, fmt, container), evals, train, args.budget)
+    # path=None: subsets are written from the pool's own rows (a Parquet source's row numbers are not the pool's)
+    return Plan(Dataset(pool, None, fmt, container), evals, train, args.budget)
+
+
+def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
+    """A seeded sample of `limit` records, kept in file order (all of them when limit <= 0)."""
+    if limit <= 0 or len(eval_set.records) <= limit:
+        return eval_set
+    keep = sorted(np.random.default_rng(seed).permutation(len(eval_set.records))[:limit].tolist())
+    return EvalSet(eval_set.name, [eval_set.records[i] for i in keep])
 
 
 def _selector_list(args) -> list[str]:
@@ -140,22 +151,35 @@ def _answers(model_dir: Path, eval_set: EvalSet, n: int, max_new_tokens: int, pr
     return answers
 
 
+QUALITY_METRICS = ("judge_quality", "deita_quality")  # quality alone first: half the judge prompts
+
+
 def _judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> float | None:
-    """Mean judge quality of generated answers, when a quality judge metric is registered."""
+    """Mean judge quality of generated answers (scores cached like any other), or
+    None with a note when no quality metric is registered (the judge metrics come from plugins)."""
     from cherrybench.metrics import METRICS
     from cherrybench.records import Turn
-    from cherrybench.registry import UnknownNameError
+    from cherrybench.runners.score import score_metric
 
-    try:
-        cls = METRICS.get("deita_quality")
-    except UnknownNameError:
+    registered = [m for m in QUALITY_METRICS if _registered(METRICS, m)]
+    if not registered:
+        log.warning("no judge quality metric registered (%s): generated answers are not judge-scored",
+                    ", ".join(QUALITY_METRICS))
         return None
-    records = [Record(r.id, [Turn(r.turns[0].instruction, a, r.turns[0].input)])
+    metric = METRICS.get(registered[0]).from_options(options)
+    records = [Record(r.id, [Turn(r.turns[0].instruction, a, r.turns[0].input)], system=r.system)
                for r, a in zip(eval_set.records, answers)]
-    metric = cls.from_options(options)
-    table = metric.compute(records, ctx)
-    column = "deita_quality" if "deita_quality" in table.columns else list(metric.columns)[0]
-    return float(np.nanmean(table[column].to_numpy(float)))
+    table = score_metric(Dataset(records, None, "alpaca", "json"), metric, ctx)
+    column = next(c for c in QUALITY_METRICS if c in table.columns)
+    return float(np.nanmean(table[column].to_numpy(float))) if table[column].notna().any() else None
+
+
+def _registered(registry, name: str) -> bool:
+    try:
+        registry.resolve(name)
+        return True
+    except KeyError:
+        return False
 
 
 def _select(name: str, plan: Plan, seed: int, ctx, options: dict):
@@ -236,6 +260,8 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
             if eval_set.has_references:
                 metrics[f"{eval_set.name}.eval_loss"] = eval_loss(model_dir, eval_set.records, train.prompt,
                                                                   train.max_length, ctx)
+            else:  # NaN with a reason, never a silent 0 (MLflow metrics cannot carry the reason)
+                mlflow.set_tag(f"{mlflow_log.NAN_TAG}{eval_set.name}.eval_loss", "no_reference_answers")
         answers = _all_answers(model_dir, plan, args, ctx)
         for set_name, texts in answers.items():
             eval_set = next(e for e in plan.evals if e.name == set_name)
@@ -250,6 +276,9 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
                 metrics.update(result.as_metrics(f"{set_name}.vs_{args.pairwise_baseline}."))
         eval_s = time.perf_counter() - started
         metrics.update({"scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s})
+        for k, v in metrics.items():
+            if v is None or not np.isfinite(v):
+                mlflow.set_tag(f"{mlflow_log.NAN_TAG}{k}", "not_finite")
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "answers.json"
@@ -286,12 +315,16 @@ def run(args) -> int:
         from cherrybench.runners.brief_experience import brief_experience_model
 
         options["model"] = str(brief_experience_model(plan.pool, plan.train, ctx))
-    command = "cherrybench compare " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "compare")
+    command = getattr(args, "command_line", None) or "cherrybench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.gen_size > 0 and args.pairwise_baseline not in names:
+        log.warning("pairwise baseline %r is not among the runs (%s): no winning scores",
+                    args.pairwise_baseline, ", ".join(names))
     selections: dict[str, list[str]] = {}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
                           tags={mlflow_log.COMMAND_TAG: command, mlflow_log.ROLE_TAG: "parent"}) as parent:
         mlflow.log_params({"selectors": ",".join(names), "seeds": ",".join(map(str, seeds)), "budget": plan.budget,
-                           "pool_size": len(plan.pool), "evals": ",".join(e.name for e in plan.evals)})
+                           "pool_size": len(plan.pool), "evals": ",".join(f"{e.name}:{len(e.records)}" for e in plan.evals),
+                           "evals_without_references": ",".join(e.name for e in plan.evals if not e.has_references)})
         for seed in seeds:
             baseline_answers: dict[str, list[str]] = {}
             for name in names:
@@ -314,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cherrybench.runners.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "python -m cherrybench.runners.compare " + " ".join(shlex.quote(a) for a in argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         return run(args)

@@ -29,6 +29,9 @@ def child_runs(client, experiment: str) -> pd.DataFrame:
         row = {"selector": run.data.tags.get(mlflow_log.SELECTOR_TAG), "seed": run.data.tags.get(mlflow_log.SEED_TAG),
                "key": run.data.tags.get(mlflow_log.KEY_TAG), "start": run.info.start_time}
         row.update(run.data.metrics)
+        nan = {k[len(mlflow_log.NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(mlflow_log.NAN_TAG)}
+        row.update({metric: np.nan for metric in nan})
+        row["notes"] = "; ".join(f"{metric}: NaN ({why})" for metric, why in sorted(nan.items()))
         rows.append(row)
     if not rows:
         raise ValueError(f"experiment {experiment!r} has no finished selector runs")
@@ -38,7 +41,7 @@ def child_runs(client, experiment: str) -> pd.DataFrame:
 
 def build_leaderboard(client, experiment: str) -> pd.DataFrame:
     runs = child_runs(client, experiment)
-    metrics = [c for c in runs.columns if c not in ("selector", "seed", "key", "start")]
+    metrics = [c for c in runs.columns if c not in ("selector", "seed", "key", "start", "notes")]
     ordered = [c for c in FIRST if c in metrics] + sorted(c for c in metrics if c not in FIRST and c not in TIMING) \
         + [c for c in TIMING if c in metrics]
     rows = []
@@ -48,6 +51,7 @@ def build_leaderboard(client, experiment: str) -> pd.DataFrame:
             values = group[column].dropna().to_numpy(float)
             row[f"{column} mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{column} std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        row["notes"] = "; ".join(sorted({n for n in group["notes"] if n}))
         rows.append(row)
     board = pd.DataFrame(rows)
     sort_by = "heldout.eval_loss mean" if "heldout.eval_loss mean" in board.columns else None
@@ -71,7 +75,7 @@ def write_leaderboard(board: pd.DataFrame, experiment: str, out_dir: Path, comma
     md = out_dir / f"{safe}.md"
     board.to_csv(csv, index=False)
     metrics = [c[: -len(" mean")] for c in board.columns if c.endswith(" mean")]
-    header = ["selector", "seeds"] + metrics
+    header = ["selector", "seeds"] + metrics + ["notes"]
     lines = [f"# Leaderboard: {experiment}", ""]
     if command:
         lines += ["Produced by:", "", "```bash", command, "```", ""]
@@ -81,7 +85,9 @@ def write_leaderboard(board: pd.DataFrame, experiment: str, out_dir: Path, comma
     lines.append("|" + "---|" * len(header))
     for _, row in board.iterrows():
         cells = [str(row["selector"]), str(row["seeds"])]
-        cells += [_cell(row.get(f"{m} mean"), row.get(f"{m} std")) for m in metrics]
+        notes = row.get("notes") or ""
+        cells += [_cell(row.get(f"{m} mean"), row.get(f"{m} std")) or ("NaN" if f"{m}: NaN" in notes else "")
+                  for m in metrics] + [notes]
         lines.append("| " + " | ".join(cells) + " |")
     md.write_text("\n".join(lines) + "\n")
     return md, csv

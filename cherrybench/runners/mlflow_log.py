@@ -12,6 +12,7 @@ SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
 COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
+NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
 
 
 def tracking_uri(cli_value: str | None) -> str:
@@ -21,18 +22,27 @@ def tracking_uri(cli_value: str | None) -> str:
 
 def check_tracking(uri: str, timeout_s: int = 5):
     """Connect now and fail with a clear message if the store cannot be reached."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
+    # no retries and a short timeout for this probe only; later logging keeps MLflow's own retry policy
+    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in probe}
+    os.environ.update(probe)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # any failure here means no run could be logged
-        raise ConnectionError(f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}); start it or pass another --tracking-uri") from None
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ConnectionError(f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {text}); "
+                              "start it or pass another --tracking-uri") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return client
 
 

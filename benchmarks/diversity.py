@@ -82,7 +82,7 @@ def main() -> None:
     print(f"k-center naive loop: {len(chosen)} centers in {slow:.1f} s "
           f"-> ~{slow * (k / max(len(chosen), 1)) ** 2:.0f} s extrapolated to k {k}")
 
-    n, k = int(20_000 * args.scale), int(1_000 * args.scale)
+    n, k = int(5_000 * args.scale), int(500 * args.scale)
     start = time.perf_counter()
     facility_location(clustered(n, dim, 2), k)
     print(f"facility location  {n} x {dim}, k {k}, lazy greedy: {time.perf_counter() - start:.2f} s")

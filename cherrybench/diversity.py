@@ -99,7 +99,7 @@ def kcenter_greedy(vectors: np.ndarray, k: int, seed: int = 0, metric: str = "eu
     return chosen
 
 
-def facility_location(unit: np.ndarray, k: int) -> list[int]:
+def facility_location(unit: np.ndarray, k: int, batch: int = 32) -> list[int]:
     """Greedy maximisation of f(S) = sum_i max_{j in S} sim(i, j) with sim = 1 + cos
     (non-negative; on unit vectors the same choices as apricot's 'euclidean'
     similarity, which differs by a constant), by lazy greedy: stale gains are
@@ -118,12 +118,17 @@ def facility_location(unit: np.ndarray, k: int) -> list[int]:
     chosen: list[int] = []
     with threadpool_limits(**ONE_THREAD):
         while len(chosen) < k and heap:
-            _, j = heapq.heappop(heap)
-            sims = 1.0 + (unit @ unit[j]).astype(np.float64)
-            gain = float(np.maximum(sims - best, 0.0).sum())
-            if not heap or (-gain, j) <= heap[0]:
+            # refresh the top few bounds in one matrix product; the best refreshed gain
+            # wins if no remaining (stale, hence upper) bound beats it
+            top = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
+            sims = 1.0 + (unit @ unit[top].T).astype(np.float64)
+            exact = np.maximum(sims - best[:, None], 0.0).sum(axis=0)
+            entries = sorted((-float(g), j, col) for col, (g, j) in enumerate(zip(exact, top)))
+            gain, j, col = entries[0]
+            if not heap or (gain, j) <= heap[0]:
                 chosen.append(j)
-                np.maximum(best, sims, out=best)
-            else:
-                heapq.heappush(heap, (-gain, j))
+                np.maximum(best, sims[:, col], out=best)
+                entries = entries[1:]
+            for g, other, _ in entries:
+                heapq.heappush(heap, (g, other))
     return chosen

@@ -77,3 +77,13 @@ def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
     base = score(pool, [IFD(max_length=64)], ctx)["ifd"]
     tuned = score(pool, [IFD(model=str(model), max_length=64)], ctx)["ifd"]
     assert (base != tuned).all()  # scored by the briefly trained model, cached separately
+
+
+def test_generation_prompt_keeps_its_last_max_length_tokens(ctx, lm):
+    from cherrybench.runners.evaluate import generate_answers
+
+    record = Record("long", [Turn("Count slowly: " + " ".join(str(i) for i in range(60)), "")])
+    full = lm.encode(ALPACA_NO_INPUT.format(instruction=record.instruction))
+    assert len(full) > 40
+    expected = lm.tokenizer.decode(lm.generate([full[-40:]], max_new_tokens=3)[0], skip_special_tokens=True).strip()
+    assert generate_answers(None, [record], max_new_tokens=3, ctx=ctx, max_length=40) == [expected]

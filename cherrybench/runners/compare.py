@@ -137,16 +137,18 @@ def _selector_list(args) -> list[str]:
     return names
 
 
-def _answers(model_dir: Path, eval_set: EvalSet, n: int, max_new_tokens: int, prompt: str, ctx) -> list[str]:
+def _answers(model_dir: Path, eval_set: EvalSet, n: int, max_new_tokens: int, prompt: str, max_length: int,
+             ctx) -> list[str]:
     """Greedy answers, cached beside the model."""
     from cherrybench.runners.evaluate import generate_answers
 
     records = eval_set.records[:n]
-    key = hash_json([[r.id, r.content_hash] for r in records] + [max_new_tokens, prompt])[:16]
+    key = hash_json([[r.id, r.content_hash] for r in records] + [max_new_tokens, prompt, max_length])[:16]
     path = model_dir / f"answers-{eval_set.name}-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    answers = generate_answers(model_dir, records, max_new_tokens=max_new_tokens, prompt=prompt, ctx=ctx)
+    answers = generate_answers(model_dir, records, max_new_tokens=max_new_tokens, prompt=prompt, ctx=ctx,
+                               max_length=max_length)
     path.write_text(json.dumps(answers, ensure_ascii=False))
     return answers
 
@@ -272,7 +274,8 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
                 baseline_answers[set_name] = texts
             elif set_name in baseline_answers:
                 questions = [r.turns[0].query for r in eval_set.records[: len(texts)]]
-                result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name])
+                result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name],
+                                     max_length=train.max_length)
                 metrics.update(result.as_metrics(f"{set_name}.vs_{args.pairwise_baseline}."))
         eval_s = time.perf_counter() - started
         metrics.update({"scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s})
@@ -292,7 +295,8 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
 def _all_answers(model_dir: Path, plan: Plan, args, ctx) -> dict[str, list[str]]:
     if args.gen_size <= 0:
         return {}
-    return {e.name: _answers(model_dir, e, args.gen_size, args.max_new_tokens, plan.train.prompt, ctx)
+    return {e.name: _answers(model_dir, e, args.gen_size, args.max_new_tokens, plan.train.prompt,
+                             plan.train.max_length, ctx)
             for e in plan.evals}
 
 

@@ -30,12 +30,15 @@ def eval_loss(model, records: list[Record], prompt: str = "alpaca", max_length: 
 
 
 def generate_answers(model, records: list[Record], max_new_tokens: int = 128, prompt: str = "alpaca",
-                     ctx=None) -> list[str]:
-    """Greedy answers to each record's first question, in the training prompt format."""
+                     ctx=None, max_length: int | None = None) -> list[str]:
+    """Greedy answers to each record's first question, in the training prompt format;
+    with `max_length`, a longer prompt keeps its last max_length tokens (the question's
+    end and the response cue), as a model trained at that length saw them."""
     lm = _lm(model, ctx)
     prompts = []
     for record in records:
         first = Record(record.id, [Turn(record.turns[0].instruction, "", record.turns[0].input)], system=record.system)
-        prompts.append(lm.encode(context_pieces(first, prompt, lm.tokenizer)[0]))
+        ids = lm.encode(context_pieces(first, prompt, lm.tokenizer)[0])
+        prompts.append(ids[-max_length:] if max_length else ids)
     outputs = lm.generate(prompts, max_new_tokens=max_new_tokens)
     return [lm.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]

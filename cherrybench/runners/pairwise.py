@@ -45,12 +45,25 @@ def tally(outcomes: list[str]) -> PairwiseResult:
     return PairwiseResult(wins=outcomes.count("win"), ties=outcomes.count("tie"), losses=outcomes.count("loss"))
 
 
-def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[str]) -> PairwiseResult:
+def _clip(lm, text: str, tokens: int | None) -> str:
+    ids = lm.encode(text)
+    return text if tokens is None or len(ids) <= tokens else lm.tokenizer.decode(ids[:tokens])
+
+
+def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[str],
+                max_length: int | None = None) -> PairwiseResult:
     """Compare A against B on each question with the judge LM's next-token
-    logits for "1" and "2", in both orders."""
+    logits for "1" and "2", in both orders. With `max_length`, the question keeps
+    its first half and each answer its first quarter of that many tokens."""
     one, two = lm.encode("1"), lm.encode("2")
     if len(one) != 1 or len(two) != 1:
         raise ValueError("the judge tokenizer must encode '1' and '2' as one token each")
+    if not len(questions) == len(answers_a) == len(answers_b):
+        raise ValueError(f"{len(questions)} questions, {len(answers_a)} and {len(answers_b)} answers: counts differ")
+    if max_length:
+        questions = [_clip(lm, q, max_length // 2) for q in questions]
+        answers_a = [_clip(lm, a, max_length // 4) for a in answers_a]
+        answers_b = [_clip(lm, b, max_length // 4) for b in answers_b]
     sequences = []
     for q, a, b in zip(questions, answers_a, answers_b):
         sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=a, second=b)))

@@ -11,8 +11,10 @@ import sys
 from cherrybench.runners.compare import main as compare_main
 from cherrybench.selectors import SELECTORS
 
-DEMO_ARGS = ["--pool-size", "100", "--eval-size", "20", "--budget", "0.1", "--max-length", "256",
-             "--gen-size", "8", "--max-new-tokens", "48", "--epochs", "1", "--experiment", "demo"]
+# sized from measured CPU rates (forward about 130 GFLOP/s on 2 free cores, benchmarks/README.md):
+# the full-pool fine-tune (80 x 192 tokens) and deita's judge passes dominate; about 12 minutes in all
+DEMO_ARGS = ["--pool-size", "80", "--eval-size", "16", "--budget", "0.1", "--max-length", "192",
+             "--gen-size", "6", "--max-new-tokens", "32", "--epochs", "1", "--experiment", "demo"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,11 @@ def runs_of(client, experiment):
 
 def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    vicuna = tmp_path / "vicuna_test_set.jsonl"  # a prompt-only test set: no eval loss, a stated reason
+    vicuna.write_text("".join(json.dumps({"question_id": i, "text": q}) + "\n" for i, q in
+                              enumerate(["Name a fruit.", "What is 2+2?", "Say hello.", "Name a colour."])))
     assert compare_main(["--selectors", "ifd,longest", "--experiment", "e2e", "--tracking-uri", mlflow_server,
-                         *ARGS]) == 0
+                         "--eval", f"vic:{vicuna}", "--eval-limit", "2", *ARGS]) == 0
     client = MlflowClient(mlflow_server)
     runs = runs_of(client, "e2e")
     parents = [r for r in runs if r.data.tags.get("cherrybench.role") == "parent"]
@@ -94,10 +97,12 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
         metrics = run.data.metrics
         assert metrics["n_selected"] == (12 if name == "full" else 4)
         assert 0 < metrics["heldout.eval_loss"] < 20
+        assert "vic.eval_loss" not in metrics and run.data.tags["cherrybench.nan.vic.eval_loss"] == "no_reference_answers"
         assert metrics["training_seconds"] > 0
         if name != "full":
             wins, ties, losses = (metrics[f"heldout.vs_full.{k}"] for k in ("wins", "ties", "losses"))
-            assert wins + ties + losses == 2
+            assert wins + ties + losses == 2 and metrics["vic.vs_full.wins"] + metrics["vic.vs_full.ties"] \
+                + metrics["vic.vs_full.losses"] == 2  # --eval-limit 2 of the 4 prompts
             assert metrics["heldout.vs_full.winning_score"] == pytest.approx((wins - losses) / 2 + 1)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json"} <= artifacts
@@ -107,7 +112,9 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"selection_overlap.png", "e2e.md", "e2e.csv"} <= parent_artifacts
     board = (tmp_path / "leaderboards" / "e2e.md").read_text()
-    assert "| ifd | 1 |" in board and "cherrybench compare" in board
+    assert "| ifd | 1 |" in board and "vic.eval_loss: NaN (no_reference_answers)" in board
+    assert "python -m cherrybench.runners.compare --selectors ifd,longest --experiment e2e" in board
+    assert parents[0].data.params["evals"] == "heldout:4,vic:2"
 
 
 def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_path, monkeypatch):
@@ -119,7 +126,7 @@ def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_pa
     marker.write_text("")
     monkeypatch.setenv("FLAKY_MARKER", str(marker))
     args = ["--selectors", "longest,flaky", "--experiment", "resume", "--tracking-uri", mlflow_server,
-            "--no-baselines", "--pairwise-baseline", "longest", *ARGS]
+            "--no-baselines", "--pairwise-baseline", "longest", *ARGS, "--gen-size", "0"]
     with pytest.raises(KeyboardInterrupt):
         compare_main(args)
     client = MlflowClient(mlflow_server)

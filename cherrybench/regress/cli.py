@@ -31,6 +31,7 @@ from cherrybench.regress.subsets import MIXES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cherrybench.cli import add_model_arguments
+    from cherrybench.runners.finetune import add_training_arguments
 
     group = parser.add_argument_group("data")
     group.add_argument("--data", action="append", required=True, metavar="PATH",
@@ -52,13 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alpha", type=float, default=0.05, help="p-value an indicator must beat to stay (0.05)")
     group.add_argument("--out", required=True, help="the rule file to write (JSON)")
     add_model_arguments(parser)
-    group = parser.add_argument_group("training (identical for every subset)")
-    group.add_argument("--epochs", type=float, default=1.0)
-    group.add_argument("--learning-rate", type=float, default=5e-5)
-    group.add_argument("--train-batch-size", type=int, default=4)
-    group.add_argument("--gradient-accumulation", type=int, default=1)
-    group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
-    group.add_argument("--lora-r", type=int, default=8)
+    group = add_training_arguments(parser, "subset")
     group.add_argument("--keep-models", action="store_true",
                        help="keep each subset's fine-tuned model (default: delete it once evaluated)")
     group = parser.add_argument_group("tracking")
@@ -144,7 +139,7 @@ def run(args) -> int:
     from cherrybench.regress.rules import Rule
     from cherrybench.regress.subsets import draw_subsets
     from cherrybench.runners import mlflow_log
-    from cherrybench.runners.finetune import TrainConfig
+    from cherrybench.runners.finetune import train_config_from_args
     from cherrybench.runners.score import score
 
     names = parse_indicators(args.indicators)
@@ -155,10 +150,7 @@ def run(args) -> int:
     eval_records = load_eval_records(args.eval, args.eval_size, args.seed)
     mix = args.mix or ("dirichlet" if len(sources) > 1 else "pooled")
     subsets = draw_subsets(sources, args.subsets, args.subset_size, args.seed, mix)
-    train = TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
-                        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
-                        gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
-                        seed=args.seed, device=args.device)
+    train = train_config_from_args(args, seed=args.seed)
     ctx = make_context(args)
 
     # indicators first: a missing model fails here, before any training

@@ -24,7 +24,8 @@ from cherrybench.paths import cache_dir
 from cherrybench.records import Dataset, Record
 from cherrybench.runners import mlflow_log
 from cherrybench.runners.eval_sets import EvalSet, load_eval_set
-from cherrybench.runners.finetune import TrainConfig, finetune, training_summary
+from cherrybench.runners.finetune import (TrainConfig, add_training_arguments, finetune, train_config_from_args,
+                                         training_summary)
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
@@ -57,13 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-new-tokens", type=int, default=64, help="bound on generated answers")
     group.add_argument("--seed", type=int, action="append", help="seed for selection and training; repeatable")
     add_model_arguments(parser)
-    group = parser.add_argument_group("training (identical for every selector)")
-    group.add_argument("--epochs", type=float, default=1.0)
-    group.add_argument("--learning-rate", type=float, default=5e-5)
-    group.add_argument("--train-batch-size", type=int, default=4)
-    group.add_argument("--gradient-accumulation", type=int, default=1)
-    group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
-    group.add_argument("--lora-r", type=int, default=8)
+    group = add_training_arguments(parser, "selector")
     group.add_argument("--brief-experience", action="store_true",
                        help="Cherry stage 1: score IFD with a model briefly trained on 100 clusters x 10 records")
     group = parser.add_argument_group("tracking")
@@ -106,10 +101,7 @@ def load_plan(args) -> Plan:
     evals += [_limit(load_eval_set(spec), args.eval_limit, split_seed) for spec in args.eval]
     if not evals:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
-    train = TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
-                        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
-                        gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
-                        device=args.device)
+    train = train_config_from_args(args)
     # path=None: subsets are written from the pool's own rows (a Parquet source's row numbers are not the pool's)
     return Plan(Dataset(pool, None, fmt, container), evals, train, args.budget)
 

@@ -45,6 +45,28 @@ def lm(ctx):
     return ctx.lm()
 
 
+@pytest.fixture(scope="session")
+def make_reward_model():
+    """Build a tiny, randomly initialised BERT sequence classifier offline (MiniLM's
+    tokenizer): a real reward-model code path with no weights to download."""
+
+    def build(path: Path, seed: int, layers: int) -> Path:
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+        from cherrybench.embedders import minilm_dir
+
+        tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                            num_attention_heads=2, intermediate_size=64, num_labels=1)
+        BertForSequenceClassification(config).eval().save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        return path
+
+    return build
+
+
 def pytest_configure(config):
     import torch
 

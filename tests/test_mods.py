@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from cherrybench.diversity import kcenter_greedy
-from cherrybench.embedders import embed, minilm_dir
+from cherrybench.embedders import embed
 from cherrybench.paths import cache_dir
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.runners.select import run_selection
@@ -23,17 +22,8 @@ DATASET = Dataset([Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate(PAIRS
 
 
 @pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    path = tmp_path_factory.mktemp("mods-reward")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    torch.manual_seed(1)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
-    BertForSequenceClassification(config).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def reward_dir(tmp_path_factory, make_reward_model):
+    return make_reward_model(tmp_path_factory.mktemp("mods-reward"), seed=1, layers=1)
 
 
 def test_mods_real_run(ctx, reward_dir):

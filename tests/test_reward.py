@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from cherrybench.embedders import minilm_dir
 from cherrybench.metrics.deita import DeitaQuality
 from cherrybench.metrics.reward import Reward
 from cherrybench.records import Dataset, Record, Turn
@@ -25,17 +24,8 @@ RECORDS = [Record(str(i), [Turn(q, a, x)]) for i, (q, x, a) in enumerate([
 
 
 @pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    path = tmp_path_factory.mktemp("reward-model")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
-    BertForSequenceClassification(config).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def tiny_reward_model(tmp_path_factory, make_reward_model):
+    return make_reward_model(tmp_path_factory.mktemp("reward-model"), seed=0, layers=2)
 
 
 def direct_reward(path, question, answer):

@@ -230,7 +230,6 @@ class LanguageModel:
     def pooled_hidden(self, sequences: list[list[int]], pooling: str = "mean",
                       on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Last-layer hidden states pooled over each sequence ('mean' or 'last'): [n, hidden]."""
-        torch = self._torch
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
         out = np.zeros((len(sequences), self.model.config.hidden_size), dtype=np.float32)

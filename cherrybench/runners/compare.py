@@ -88,7 +88,7 @@ def load_plan(args) -> Plan:
         source = load_dataset(args.data, args.format)
         pool_size = min(args.pool_size, len(source) - args.eval_size)
         pool, held = _split(source.records, pool_size, args.eval_size, split_seed)
-        fmt, container, path = source.format, source.container, source.path
+        fmt, container = source.format, source.container
     else:
         from cherrybench.default_data import load_sharegpt_sample
 
@@ -96,7 +96,7 @@ def load_plan(args) -> Plan:
         print(f"default data: {report.sampled} ShareGPT conversations from {report.valid} valid "
               f"(skipped: {dict(report.skipped)})", file=sys.stderr)
         pool, held = _split(sample.records, args.pool_size, args.eval_size, split_seed)
-        fmt, container, path = "sharegpt", "json", None
+        fmt, container = "sharegpt", "json"
     evals = [EvalSet("heldout", held)] if held else []
     evals += [_limit(load_eval_set(spec), args.eval_limit, split_seed) for spec in args.eval]
     if not evals:

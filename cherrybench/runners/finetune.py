@@ -119,7 +119,7 @@ def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-    from cherrybench.models import pick_device, pick_dtype, resolve_model
+    from cherrybench.models import pick_device, resolve_model
 
     ref = resolve_model(config.model)
     device = pick_device(config.device)

@@ -18,7 +18,6 @@ import json
 import math
 import os
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 

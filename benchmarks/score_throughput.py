@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from cherrybench.context import Context
-from cherrybench.metrics.ifd import IFD, plan_record
+from cherrybench.metrics.ifd import IFD
+from cherrybench.prompts import tokenize_record
 from cherrybench.records import load_dataset
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/alpaca/alpaca_random_9k.json"
@@ -54,18 +55,18 @@ def flops(model, lengths: list[int], head_rows: int) -> float:
     return total + 2 * width * cfg.vocab_size * head_rows
 
 
-def naive_scores(lm, plans) -> list[float]:
+def naive_scores(lm, tokenized) -> list[float]:
     """Two forward passes per record, batch size 1, the full LM head on every position."""
     out = []
     with torch.inference_mode():
-        for plan in plans:
-            if plan.reason:
+        for tok in tokenized:
+            if tok.reason:
                 out.append(float("nan"))
                 continue
-            turn = plan.turns[0]
-            cond = torch.tensor([plan.sequence], device=lm.device)
+            turn = tok.turns[0]
+            cond = torch.tensor([tok.sequence], device=lm.device)
             logp = torch.log_softmax(lm.model(cond).logits[0].float(), -1)
-            cas = -torch.stack([logp[p - 1, plan.sequence[p]] for p in range(turn.start + 1, turn.start + len(turn.answer))]).mean()
+            cas = -torch.stack([logp[p - 1, tok.sequence[p]] for p in range(turn.start + 1, turn.start + len(turn.answer))]).mean()
             direct = torch.tensor([turn.answer], device=lm.device)
             logp = torch.log_softmax(lm.model(direct).logits[0].float(), -1)
             das = -torch.stack([logp[p - 1, turn.answer[p]] for p in range(1, len(turn.answer))]).mean()
@@ -87,8 +88,8 @@ def main() -> None:
     ctx = Context(model=args.model, device=args.device, batch_tokens=args.batch_tokens, progress=False)
     lm = ctx.lm()
     metric = IFD(model=args.model, max_length=args.max_length)
-    plans = [plan_record(r, lm, "alpaca", args.max_length) for r in records]
-    scored = [p for p in plans if not p.reason]
+    tokenized = [tokenize_record(r, lm, "alpaca", args.max_length) for r in records]
+    scored = [p for p in tokenized if not p.reason]
     cond_lengths = [len(p.sequence) for p in scored]
     direct_lengths = [len(t.answer) for p in scored for t in p.turns]
     head_rows = 2 * sum(len(t.answer) - 1 for p in scored for t in p.turns)
@@ -102,10 +103,10 @@ def main() -> None:
     sync(lm.device)
     engine_s = time.perf_counter() - start
 
-    naive_scores(lm, plans[:4])  # warm-up
+    naive_scores(lm, tokenized[:4])  # warm-up
     sync(lm.device)
     start = time.perf_counter()
-    naive = naive_scores(lm, plans)
+    naive = naive_scores(lm, tokenized)
     sync(lm.device)
     naive_s = time.perf_counter() - start
 

@@ -7,6 +7,8 @@ identical answer token ids.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cherrybench.records import Record, Turn
 
 PROMPT_FORMATS = ("alpaca", "plain", "chat")
@@ -66,3 +68,41 @@ def context_pieces(record: Record, fmt: str, tokenizer=None) -> list[str]:
         pieces.append(full[len(rendered):])
         rendered = full + record.turns[t].output
     return pieces
+
+
+@dataclass
+class TokenizedTurn:
+    start: int  # index of the answer's first token in the conditioned sequence
+    answer: list[int]  # the kept answer token ids (after truncation)
+
+
+@dataclass
+class TokenizedRecord:
+    sequence: list[int]  # the conditioned sequence, cut at max_length
+    turns: list[TokenizedTurn]
+    reason: str | None  # why nothing can be scored, else None
+
+
+def tokenize_record(record, lm, prompt: str, max_length: int) -> TokenizedRecord:
+    """The token ids every LM metric, eval loss and fine-tune read: context pieces and
+    answers tokenized separately, concatenated, cut at max_length (SPEC)."""
+    pieces = context_pieces(record, prompt, lm.tokenizer)
+    sequence: list[int] = []
+    turns: list[TokenizedTurn] = []
+    reasons: list[str] = []
+    for piece, turn in zip(pieces, record.turns):
+        sequence += lm.encode(piece)
+        answer = lm.encode(turn.output)
+        start = len(sequence)
+        sequence += answer
+        kept = answer[: max(0, max_length - start)]
+        if not answer:
+            reasons.append("empty_answer")
+        elif len(answer) < 2:
+            reasons.append("answer_too_short")
+        elif len(kept) < 2:
+            reasons.append("prompt_too_long")  # the prompt leaves no room for two answer tokens
+        else:
+            turns.append(TokenizedTurn(start=start, answer=kept))
+    end = max((t.start + len(t.answer) for t in turns), default=0)
+    return TokenizedRecord(sequence=sequence[:end], turns=turns, reason=None if turns else reasons[0])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cherrybench.records import DataError
-from cherrybench.runners.eval_sets import load_eval_set
+from cherrybench.eval_sets import load_eval_set
 
 FIXTURES = {
     "vicuna_test_set.jsonl": [{"question_id": 1, "text": "How can I sleep better?", "category": "generic"}],

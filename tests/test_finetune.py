@@ -9,8 +9,8 @@ import pytest
 
 from cherrybench.prompts import ALPACA_NO_INPUT
 from cherrybench.records import Record, Turn
-from cherrybench.runners.evaluate import eval_loss
-from cherrybench.runners.finetune import IGNORE, DONE_MARKER, TrainConfig, build_example, finetune
+from cherrybench.evaluate import eval_loss
+from cherrybench.finetune import IGNORE, DONE_MARKER, TrainConfig, build_example, finetune
 
 RECORDS = [Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate([
     ("What colour is the sky?", "The sky is blue on a clear day."),
@@ -66,7 +66,7 @@ def test_brief_experience_picks_mid_perplexity_evenly():
 def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
     from cherrybench.records import Dataset
     from cherrybench.runners.brief_experience import brief_experience_model
-    from cherrybench.runners.score import score
+    from cherrybench.scoring import score
     from cherrybench.metrics.ifd import IFD
 
     pool = Dataset(RECORDS * 1, None, "alpaca", "json")
@@ -80,7 +80,7 @@ def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
 
 
 def test_generation_prompt_keeps_its_last_max_length_tokens(ctx, lm):
-    from cherrybench.runners.evaluate import generate_answers
+    from cherrybench.evaluate import generate_answers
 
     record = Record("long", [Turn("Count slowly: " + " ".join(str(i) for i in range(60)), "")])
     full = lm.encode(ALPACA_NO_INPUT.format(instruction=record.instruction))

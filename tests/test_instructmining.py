@@ -16,7 +16,7 @@ from cherrybench.metrics.dialogue_judge import DIMENSIONS, DialogueJudge, prompt
 from cherrybench.metrics.instructmining import InstructMining
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.regress.rules import Rule
-from cherrybench.runners.score import score
+from cherrybench.scoring import score
 from cherrybench.runners.select import run_selection
 from cherrybench.selectors import SELECTORS, Budget
 

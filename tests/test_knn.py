@@ -12,7 +12,7 @@ import pytest
 from cherrybench.embedders import minilm_dir
 from cherrybench.metrics.knn import KNN
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.runners.score import score
+from cherrybench.scoring import score
 
 TEXTS = [
     ("Name a primary colour.", "Red."), ("What is 2 + 2?", "4"), ("Translate 'hello' to French.", "Bonjour."),

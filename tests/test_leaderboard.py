@@ -9,13 +9,13 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cherrybench.runners import mlflow_log
+from cherrybench.runners import tracking
 from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
 
 
 def log_child(client, exp_id, selector, seed, key, metrics, status="FINISHED", tags=None):
-    run = client.create_run(exp_id, tags={mlflow_log.ROLE_TAG: "child", mlflow_log.SELECTOR_TAG: selector,
-                                          mlflow_log.SEED_TAG: str(seed), mlflow_log.KEY_TAG: key, **(tags or {})})
+    run = client.create_run(exp_id, tags={tracking.ROLE_TAG: "child", tracking.SELECTOR_TAG: selector,
+                                          tracking.SEED_TAG: str(seed), tracking.KEY_TAG: key, **(tags or {})})
     for name, value in metrics.items():
         client.log_metric(run.info.run_id, name, value)
     client.set_terminated(run.info.run_id, status)
@@ -32,7 +32,7 @@ def test_mean_and_spread_over_seeds(client, tmp_path):
     log_child(client, exp, "ifd", 1, "k-ifd-1", {"heldout.eval_loss": 2.0, "n_selected": 4})
     log_child(client, exp, "ifd", 1, "k-ifd-1", {"heldout.eval_loss": 9.0, "n_selected": 4})  # rerun: latest counts
     log_child(client, exp, "random", 0, "k-rnd-0", {"heldout.eval_loss": 1.2, "n_selected": 4},
-              tags={f"{mlflow_log.NAN_TAG}vic.eval_loss": "no_reference_answers"})
+              tags={f"{tracking.NAN_TAG}vic.eval_loss": "no_reference_answers"})
     log_child(client, exp, "longest", 0, "k-long-0", {"heldout.eval_loss": 0.5}, status="FAILED")  # not counted
 
     board = build_leaderboard(client, "board").set_index("selector")

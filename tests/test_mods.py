@@ -28,7 +28,7 @@ def reward_dir(tmp_path_factory, make_reward_model):
 
 def test_mods_real_run(ctx, reward_dir):
     from cherrybench.metrics.reward import Reward
-    from cherrybench.runners.score import score_metric
+    from cherrybench.scoring import score_metric
 
     rewards = score_metric(DATASET, Reward(reward_model=str(reward_dir)), ctx)["reward"]
     cut = float(np.sort(rewards.to_numpy())[1])  # all but the two lowest are high quality

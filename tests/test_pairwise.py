@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cherrybench.runners.pairwise import PairwiseResult, judge_pairs, outcome, tally
+from cherrybench.pairwise import PairwiseResult, judge_pairs, outcome, tally
 
 
 def test_winning_score_hand_worked():

@@ -11,7 +11,7 @@ import torch
 from cherrybench.metrics.deita import DeitaQuality
 from cherrybench.metrics.reward import Reward
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.runners.score import score_metric
+from cherrybench.scoring import score_metric
 
 RECORDS = [Record(str(i), [Turn(q, a, x)]) for i, (q, x, a) in enumerate([
     ("How do I bake bread?", "", "Knead, proof, bake."),

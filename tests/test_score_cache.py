@@ -17,7 +17,7 @@ from cherrybench.cache import ShardStore
 from cherrybench.context import Context
 from cherrybench.metrics.ifd import IFD
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.runners.score import score
+from cherrybench.scoring import score
 
 CHUNK = 3
 
@@ -60,7 +60,7 @@ CHILD = textwrap.dedent("""
     from test_score_cache import make_dataset, SmallChunks
     from cherrybench.cache import ShardStore
     from cherrybench.context import Context
-    from cherrybench.runners.score import score
+    from cherrybench.scoring import score
     original = ShardStore.append
     def slow_append(self, frame):
         path = original(self, frame)

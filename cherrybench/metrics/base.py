@@ -11,6 +11,7 @@ import pandas as pd
 from cherrybench.fingerprint import hash_json
 from cherrybench.params import Parameterized
 from cherrybench.records import Record
+from cherrybench.registry import Registry
 
 NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
 
@@ -94,3 +95,21 @@ def validate_metric(cls) -> None:
     unknown = set(cls.needs) - set(NEEDS)
     if unknown:
         raise TypeError(f"metric {cls.name!r}: unknown needs {sorted(unknown)}; choose from {NEEDS}")
+
+
+METRICS = Registry("metric", "cherrybench.metrics", validate=validate_metric)
+register_metric = METRICS.register
+
+
+def build_metrics(names: list[str], options: dict | None = None) -> list[Metric]:
+    """Instantiate metrics by name or alias, each once, with the options it accepts."""
+    options = options or {}
+    seen, metrics = set(), []
+    for name in names:
+        cls = METRICS.get(name)
+        metric = cls.from_options(options)
+        key = (cls.name, repr(metric.get_params()))
+        if key not in seen:
+            seen.add(key)
+            metrics.append(metric)
+    return metrics

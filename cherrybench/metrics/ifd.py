@@ -5,50 +5,11 @@ passes on the same answer tokens, and multi-turn records token-weighted."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.base import Metric
-from cherrybench.prompts import PROMPT_FORMATS, context_pieces
-
-
-@dataclass
-class TurnPlan:
-    start: int  # index of the answer's first token in the conditioned sequence
-    answer: list[int]  # the kept answer token ids (after truncation)
-
-
-@dataclass
-class RecordPlan:
-    sequence: list[int]  # the conditioned sequence, cut at max_length
-    turns: list[TurnPlan]
-    reason: str | None  # why nothing can be scored, else None
-
-
-def plan_record(record, lm, prompt: str, max_length: int) -> RecordPlan:
-    """Tokenize pieces and answers separately, concatenate, cut at max_length."""
-    pieces = context_pieces(record, prompt, lm.tokenizer)
-    sequence: list[int] = []
-    turns: list[TurnPlan] = []
-    reasons: list[str] = []
-    for piece, turn in zip(pieces, record.turns):
-        sequence += lm.encode(piece)
-        answer = lm.encode(turn.output)
-        start = len(sequence)
-        sequence += answer
-        kept = answer[: max(0, max_length - start)]
-        if not answer:
-            reasons.append("empty_answer")
-        elif len(answer) < 2:
-            reasons.append("answer_too_short")
-        elif len(kept) < 2:
-            reasons.append("prompt_too_long")  # the prompt leaves no room for two answer tokens
-        else:
-            turns.append(TurnPlan(start=start, answer=kept))
-    end = max((t.start + len(t.answer) for t in turns), default=0)
-    return RecordPlan(sequence=sequence[:end], turns=turns, reason=None if turns else reasons[0])
+from cherrybench.prompts import PROMPT_FORMATS, tokenize_record
 
 
 @register_metric(aliases=("cas", "das", "ifd_ppl", "ppl"))
@@ -74,27 +35,27 @@ class IFD(Metric):
         lm = ctx.lm(self.model)
         if lm.max_positions and self.max_length > lm.max_positions:
             raise ValueError(f"--max-length {self.max_length} exceeds the model's {lm.max_positions} positions")
-        plans = [plan_record(r, lm, self.prompt, self.max_length) for r in records]
+        tokenized = [tokenize_record(r, lm, self.prompt, self.max_length) for r in records]
         # conditioned pass: one sequence per record; direct pass: one per scored turn
         sequences, targets, direct_owner = [], [], []
-        for plan in plans:
-            sequences.append(plan.sequence)
-            targets.append([p for t in plan.turns for p in range(t.start + 1, t.start + len(t.answer))])
-        for r, plan in enumerate(plans):
-            for k, turn in enumerate(plan.turns):
+        for tok in tokenized:
+            sequences.append(tok.sequence)
+            targets.append([p for t in tok.turns for p in range(t.start + 1, t.start + len(t.answer))])
+        for r, tok in enumerate(tokenized):
+            for k, turn in enumerate(tok.turns):
                 sequences.append(turn.answer)
                 targets.append(list(range(1, len(turn.answer))))
                 direct_owner.append((r, k))
         losses = lm.token_losses(sequences, targets)
-        direct = {owner: losses[len(plans) + j] for j, owner in enumerate(direct_owner)}
+        direct = {owner: losses[len(tokenized) + j] for j, owner in enumerate(direct_owner)}
         rows = []
-        for r, plan in enumerate(plans):
-            if plan.reason:
-                rows.append(self.nan_row(plan.reason))
+        for r, tok in enumerate(tokenized):
+            if tok.reason:
+                rows.append(self.nan_row(tok.reason))
                 continue
             cond = losses[r]
             offset, stats = 0, []
-            for k, turn in enumerate(plan.turns):
+            for k, turn in enumerate(tok.turns):
                 n = len(turn.answer) - 1
                 cas_t = float(cond[offset: offset + n].mean())
                 das_t = float(direct[(r, k)].mean())

@@ -68,7 +68,7 @@ class InstructMining(Metric):
 
         from cherrybench.records import Dataset
         from cherrybench.regress.indicators import indicator_values
-        from cherrybench.runners.score import score
+        from cherrybench.scoring import score
 
         rule = self.load()
         table = score(Dataset(records, None, "alpaca", "json"), self.indicator_metrics(rule), ctx)

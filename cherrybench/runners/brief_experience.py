@@ -14,7 +14,7 @@ from cherrybench.fingerprint import hash_json
 from cherrybench.paths import cache_dir
 from cherrybench.prompts import context_pieces
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.runners.finetune import TrainConfig, finetune
+from cherrybench.finetune import TrainConfig, finetune
 
 
 def instruction_embeddings(records: list[Record], lm, prompt: str, max_length: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def brief_experience_model(pool: Dataset, train: TrainConfig, ctx, clusters: int
     from sklearn.cluster import KMeans
 
     from cherrybench.metrics.ifd import InstructionPPL
-    from cherrybench.runners.score import score
+    from cherrybench.scoring import score
 
     lm = ctx.lm(train.model)
     embeddings = instruction_embeddings(pool.records, lm, train.prompt, train.max_length)

@@ -22,10 +22,10 @@ import numpy as np
 from cherrybench.fingerprint import hash_json
 from cherrybench.paths import cache_dir
 from cherrybench.records import Dataset, Record
-from cherrybench.runners import mlflow_log
-from cherrybench.runners.eval_sets import EvalSet, load_eval_set
-from cherrybench.runners.finetune import (TrainConfig, add_training_arguments, finetune, train_config_from_args,
-                                         training_summary)
+from cherrybench.runners import tracking
+from cherrybench.eval_sets import EvalSet, load_eval_set
+from cherrybench.finetune import TrainConfig, finetune, training_summary
+from cherrybench.runners.options import add_training_arguments, train_config_from_args
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
@@ -40,7 +40,7 @@ class Plan:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.cli import add_model_arguments
+    from cherrybench.runners.options import add_model_arguments
 
     parser.add_argument("--selectors", default="ifd,longest,random", help="comma-separated selectors to compare")
     parser.add_argument("--budget", default="0.1", help="a count or a fraction of the pool (default 0.1)")
@@ -132,7 +132,7 @@ def _selector_list(args) -> list[str]:
 def _answers(model_dir: Path, eval_set: EvalSet, n: int, max_new_tokens: int, prompt: str, max_length: int,
              ctx) -> list[str]:
     """Greedy answers, cached beside the model."""
-    from cherrybench.runners.evaluate import generate_answers
+    from cherrybench.evaluate import generate_answers
 
     records = eval_set.records[:n]
     key = hash_json([[r.id, r.content_hash] for r in records] + [max_new_tokens, prompt, max_length])[:16]
@@ -153,7 +153,7 @@ def _judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) ->
     None with a note when no quality metric is registered (the judge metrics come from plugins)."""
     from cherrybench.metrics import METRICS
     from cherrybench.records import Turn
-    from cherrybench.runners.score import score_metric
+    from cherrybench.scoring import score_metric
 
     registered = [m for m in QUALITY_METRICS if _registered(METRICS, m)]
     if not registered:
@@ -194,8 +194,8 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
     import mlflow
 
     from cherrybench.models import resolve_model
-    from cherrybench.runners.evaluate import eval_loss
-    from cherrybench.runners.pairwise import judge_pairs
+    from cherrybench.evaluate import eval_loss
+    from cherrybench.pairwise import judge_pairs
 
     train = TrainConfig(**{**plan.train.__dict__, "seed": seed})
     base_fp = resolve_model(train.model).fingerprint
@@ -204,7 +204,7 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
                      "evals": [[e.name, [r.content_hash for r in e.records]] for e in plan.evals],
                      "gen": [args.gen_size, args.max_new_tokens], "pairwise": args.pairwise_baseline,
                      "brief_experience": args.brief_experience})
-    done = mlflow_log.finished_child(client, exp_id, key)
+    done = tracking.finished_child(client, exp_id, key)
     if done is not None:
         print(f"[{name} seed {seed}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
         ids_path = mlflow.artifacts.download_artifacts(run_id=done.info.run_id, artifact_path="selected_ids.json")
@@ -214,8 +214,8 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
         return {"ids": json.loads(Path(ids_path).read_text())}
 
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-seed{seed}", nested=True, parent_run_id=parent_id,
-                          tags={mlflow_log.KEY_TAG: key, mlflow_log.SELECTOR_TAG: name, mlflow_log.SEED_TAG: str(seed),
-                                mlflow_log.ROLE_TAG: "child"}):
+                          tags={tracking.KEY_TAG: key, tracking.SELECTOR_TAG: name, tracking.SEED_TAG: str(seed),
+                                tracking.ROLE_TAG: "child"}):
         started = time.perf_counter()
         selection, table, params = _select(name, plan, seed, ctx, options)
         scoring_s = time.perf_counter() - started
@@ -235,7 +235,7 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
             column = selection.report.get("score_column")
             if table is not None and column in table.columns:
                 kept = table["id"].isin(set(selection.ids)).to_numpy()
-                mlflow.log_artifact(str(mlflow_log.score_histogram(
+                mlflow.log_artifact(str(tracking.score_histogram(
                     table[column].to_numpy(float), kept, column, f"{name}: {len(selection.ids)} of {len(table)}",
                     tmp / f"hist_{column}.png")))
 
@@ -255,7 +255,7 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
                 metrics[f"{eval_set.name}.eval_loss"] = eval_loss(model_dir, eval_set.records, train.prompt,
                                                                   train.max_length, ctx)
             else:  # NaN with a reason, never a silent 0 (MLflow metrics cannot carry the reason)
-                mlflow.set_tag(f"{mlflow_log.NAN_TAG}{eval_set.name}.eval_loss", "no_reference_answers")
+                mlflow.set_tag(f"{tracking.NAN_TAG}{eval_set.name}.eval_loss", "no_reference_answers")
         answers = _all_answers(model_dir, plan, args, ctx)
         for set_name, texts in answers.items():
             eval_set = next(e for e in plan.evals if e.name == set_name)
@@ -273,7 +273,7 @@ def run_child(client, exp_id: str, parent_id: str, name: str, seed: int, plan: P
         metrics.update({"scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s})
         for k, v in metrics.items():
             if v is None or not np.isfinite(v):
-                mlflow.set_tag(f"{mlflow_log.NAN_TAG}{k}", "not_finite")
+                mlflow.set_tag(f"{tracking.NAN_TAG}{k}", "not_finite")
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "answers.json"
@@ -295,14 +295,14 @@ def _all_answers(model_dir: Path, plan: Plan, args, ctx) -> dict[str, list[str]]
 def run(args) -> int:
     import mlflow
 
-    from cherrybench.cli import make_context, plugin_options
+    from cherrybench.runners.options import make_context, plugin_options
     from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
 
     names = _selector_list(args)
     seeds = args.seed or [0]
-    uri = mlflow_log.tracking_uri(args.tracking_uri)
-    client = mlflow_log.check_tracking(uri)
-    exp_id = mlflow_log.experiment_id(client, args.experiment, uri)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    client = tracking.check_tracking(uri)
+    exp_id = tracking.experiment_id(client, args.experiment, uri)
     plan = load_plan(args)
     args.seed = seeds[0]
     ctx = make_context(args)
@@ -317,7 +317,7 @@ def run(args) -> int:
                     args.pairwise_baseline, ", ".join(names))
     selections: dict[str, list[str]] = {}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                          tags={mlflow_log.COMMAND_TAG: command, mlflow_log.ROLE_TAG: "parent"}) as parent:
+                          tags={tracking.COMMAND_TAG: command, tracking.ROLE_TAG: "parent"}) as parent:
         mlflow.log_params({"selectors": ",".join(names), "seeds": ",".join(map(str, seeds)), "budget": plan.budget,
                            "pool_size": len(plan.pool), "evals": ",".join(f"{e.name}:{len(e.records)}" for e in plan.evals),
                            "evals_without_references": ",".join(e.name for e in plan.evals if not e.has_references)})
@@ -330,7 +330,7 @@ def run(args) -> int:
         board = build_leaderboard(client, args.experiment)
         md, csv = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         with tempfile.TemporaryDirectory() as tmp:
-            heat = mlflow_log.jaccard_heatmap(selections, Path(tmp) / "selection_overlap.png")
+            heat = tracking.jaccard_heatmap(selections, Path(tmp) / "selection_overlap.png")
             mlflow.log_artifact(str(heat))
         mlflow.log_artifact(str(md))
         mlflow.log_artifact(str(csv))

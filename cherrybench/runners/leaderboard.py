@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cherrybench.runners import mlflow_log
+from cherrybench.runners import tracking
 
 # the columns a reader looks at first, when present
 FIRST = ["n_selected", "heldout.eval_loss"]
@@ -24,12 +24,12 @@ def child_runs(client, experiment: str) -> pd.DataFrame:
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r}")
     rows = []
-    for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`{mlflow_log.ROLE_TAG}` = 'child' "
+    for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE_TAG}` = 'child' "
                                   "and attributes.status = 'FINISHED'", max_results=10000):
-        row = {"selector": run.data.tags.get(mlflow_log.SELECTOR_TAG), "seed": run.data.tags.get(mlflow_log.SEED_TAG),
-               "key": run.data.tags.get(mlflow_log.KEY_TAG), "start": run.info.start_time}
+        row = {"selector": run.data.tags.get(tracking.SELECTOR_TAG), "seed": run.data.tags.get(tracking.SEED_TAG),
+               "key": run.data.tags.get(tracking.KEY_TAG), "start": run.info.start_time}
         row.update(run.data.metrics)
-        nan = {k[len(mlflow_log.NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(mlflow_log.NAN_TAG)}
+        nan = {k[len(tracking.NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(tracking.NAN_TAG)}
         row.update({metric: np.nan for metric in nan})
         row["notes"] = "; ".join(f"{metric}: NaN ({why})" for metric, why in sorted(nan.items()))
         rows.append(row)
@@ -95,9 +95,9 @@ def write_leaderboard(board: pd.DataFrame, experiment: str, out_dir: Path, comma
 
 def latest_command(client, experiment: str) -> str | None:
     exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{mlflow_log.ROLE_TAG}` = 'parent'",
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE_TAG}` = 'parent'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags.get(mlflow_log.COMMAND_TAG) if runs else None
+    return runs[0].data.tags.get(tracking.COMMAND_TAG) if runs else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,8 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    uri = mlflow_log.tracking_uri(args.tracking_uri)
-    client = mlflow_log.check_tracking(uri)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    client = tracking.check_tracking(uri)
     board = build_leaderboard(client, args.experiment)
     md, csv = write_leaderboard(board, args.experiment, Path(args.out_dir), latest_command(client, args.experiment))
     print(md.read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from cherrybench.records import Dataset, write_subset
-from cherrybench.runners.score import score
+from cherrybench.scoring import score
 from cherrybench.selectors.base import Budget, Selection, Selector
 
 

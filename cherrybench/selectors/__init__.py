@@ -5,11 +5,7 @@ when imported; third-party selectors arrive through the
 import importlib
 import pkgutil
 
-from cherrybench.registry import Registry
-from cherrybench.selectors.base import Budget, Selection, Selector, validate_selector
-
-SELECTORS = Registry("selector", "cherrybench.selectors", validate=validate_selector)
-register_selector = SELECTORS.register
+from cherrybench.selectors.base import SELECTORS, Budget, Selection, Selector, register_selector
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cherrybench.params import Parameterized
+from cherrybench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ def validate_selector(cls) -> None:
         raise TypeError(f"{cls!r} must subclass cherrybench.selectors.Selector")
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} must set `name`")
+
+
+SELECTORS = Registry("selector", "cherrybench.selectors", validate=validate_selector)
+register_selector = SELECTORS.register
 
 
 def require_columns(scores: pd.DataFrame, columns: list[str], who: str) -> None:

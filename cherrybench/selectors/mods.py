@@ -74,7 +74,7 @@ class MoDS(Selector):
         return quality, quality if self.necessity_threshold is None else self.necessity_threshold
 
     def train_config(self, ctx):
-        from cherrybench.runners.finetune import TrainConfig
+        from cherrybench.finetune import TrainConfig
 
         return TrainConfig(model=self.model or ctx.model, prompt=self.prompt, max_length=self.max_length,
                            epochs=self.epochs, learning_rate=self.learning_rate, lora=self.lora, seed=self.seed,
@@ -82,8 +82,8 @@ class MoDS(Selector):
 
     def answers(self, seed_records: list[Record], todo: list[Record], ctx) -> list[str]:
         """Greedy answers of the seed-trained model (both cached on disk)."""
-        from cherrybench.runners.evaluate import generate_answers
-        from cherrybench.runners.finetune import finetune
+        from cherrybench.evaluate import generate_answers
+        from cherrybench.finetune import finetune
 
         config = self.train_config(ctx)
         key = hash_json({"seed": [r.content_hash for r in seed_records],
@@ -105,7 +105,7 @@ class MoDS(Selector):
         return [known[r.content_hash] for r in todo]
 
     def select(self, scores, budget: Budget, ctx) -> Selection:
-        from cherrybench.runners.score import score_metric
+        from cherrybench.scoring import score_metric
 
         require_columns(scores, ["reward"], self.name)
         if not 0 < self.seed_fraction <= 1:

@@ -50,25 +50,6 @@ class TrainConfig:
         return hash_json({"model": model_fingerprint, "settings": settings})
 
 
-def add_training_arguments(parser, what: str) -> None:
-    """The training flags every command that fine-tunes shares (compare, regress)."""
-    group = parser.add_argument_group(f"training (identical for every {what})")
-    group.add_argument("--epochs", type=float, default=1.0)
-    group.add_argument("--learning-rate", type=float, default=5e-5)
-    group.add_argument("--train-batch-size", type=int, default=4)
-    group.add_argument("--gradient-accumulation", type=int, default=1)
-    group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
-    group.add_argument("--lora-r", type=int, default=8)
-    return group
-
-
-def train_config_from_args(args, seed: int = 0) -> TrainConfig:
-    return TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
-                       epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
-                       gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
-                       seed=seed, device=args.device)
-
-
 def build_example(record: Record, tokenizer, prompt: str, max_length: int) -> dict:
     """input_ids and labels: context tokens masked with -100, every answer token
     (and the end-of-sequence token after it) learned; cut at max_length."""

@@ -1,6 +1,6 @@
 """Compute metric columns for a data set, reusing and extending the score cache.
 
-Work is planned once over the whole data set (records sorted by size, cut into
+Chunks are fixed once over the whole data set (records sorted by size, cut into
 chunks), so an interrupted run, resumed, computes exactly the chunks it had not
 finished, batched as they would have been: nothing lost, nothing duplicated,
 identical numbers."""
@@ -14,37 +14,22 @@ import pandas as pd
 from tqdm import tqdm
 
 from cherrybench.cache import HASH_COLUMN, ShardStore
-from cherrybench.metrics import METRICS, Metric
 from cherrybench.records import Dataset, Record
 
 log = logging.getLogger(__name__)
-
-
-def build_metrics(names: list[str], options: dict | None = None) -> list[Metric]:
-    """Instantiate metrics by name or alias, each once, with the options it accepts."""
-    options = options or {}
-    seen, metrics = set(), []
-    for name in names:
-        cls = METRICS.get(name)
-        metric = cls.from_options(options)
-        key = (cls.name, repr(metric.get_params()))
-        if key not in seen:
-            seen.add(key)
-            metrics.append(metric)
-    return metrics
 
 
 def _size(record: Record) -> int:
     return sum(len(t.instruction) + len(t.input) + len(t.output) for t in record.turns)
 
 
-def plan_chunks(records: list[Record], chunk_size: int) -> list[list[int]]:
+def size_sorted_chunks(records: list[Record], chunk_size: int) -> list[list[int]]:
     """Record indices sorted by size (ties by position), in fixed-size chunks."""
     order = sorted(range(len(records)), key=lambda i: (_size(records[i]), i))
     return [order[i: i + chunk_size] for i in range(0, len(order), chunk_size)]
 
 
-def score_metric(dataset: Dataset, metric: Metric, ctx, use_cache: bool = True) -> pd.DataFrame:
+def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.DataFrame:
     """One metric's columns for every record, in input order, indexed by record id."""
     records = dataset.records
     hashes = [r.content_hash for r in records]
@@ -59,7 +44,7 @@ def score_metric(dataset: Dataset, metric: Metric, ctx, use_cache: bool = True) 
     done = set(cached.index) if cached is not None else set()
     fresh: list[pd.DataFrame] = []
     if metric.per_record:
-        chunks = plan_chunks(records, metric.chunk_size)
+        chunks = size_sorted_chunks(records, metric.chunk_size)
     else:
         chunks = [list(range(len(records)))] if any(h not in done for h in hashes) else []
     todo = sum(1 for h in hashes if h not in done)
@@ -94,7 +79,7 @@ def score_metric(dataset: Dataset, metric: Metric, ctx, use_cache: bool = True) 
     return result
 
 
-def score(dataset: Dataset, metrics: list[Metric], ctx, use_cache: bool = True) -> pd.DataFrame:
+def score(dataset: Dataset, metrics: list, ctx, use_cache: bool = True) -> pd.DataFrame:
     """All metrics' columns side by side: `id` plus each metric's columns and reason."""
     tables = []
     owners: dict[str, str] = {}

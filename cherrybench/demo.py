@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from cherrybench.runners.compare import main as compare_main
+from cherrybench.cli import main as cli_main
 from cherrybench.selectors import SELECTORS
 
 # sized from measured CPU rates (forward about 130 GFLOP/s on 2 free cores, benchmarks/README.md):
@@ -19,7 +19,7 @@ DEMO_ARGS = ["--pool-size", "80", "--eval-size", "16", "--budget", "0.1", "--max
 
 def main(argv: list[str] | None = None) -> int:
     selectors = ["ifd", "longest", "random"] + [s for s in ("deita",) if s in SELECTORS.names()]
-    return compare_main(["--selectors", ",".join(selectors), *DEMO_ARGS, *(argv if argv is not None else sys.argv[1:])])
+    return cli_main(["compare", "--selectors", ",".join(selectors), *DEMO_ARGS, *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

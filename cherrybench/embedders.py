@@ -154,8 +154,7 @@ def _load_vectors(store: ShardStore) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
     found: dict[str, np.ndarray] = {}
-    for part in store.parts():
-        table = pq.read_table(part)
+    for _, table in store.read_parts(pq.read_table):  # an unreadable shard is set aside and recomputed
         hashes = table.column(HASH_COLUMN).to_pylist()
         column = table.column("vector").combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
@@ -166,6 +165,7 @@ def _load_vectors(store: ShardStore) -> dict[str, np.ndarray]:
 
 
 def _append_vectors(store: ShardStore, hashes: list[str], vectors: np.ndarray) -> None:
+    """One atomic shard (ShardStore.append is the only way embeddings reach the disk)."""
     import pandas as pd
 
     store.append(pd.DataFrame({HASH_COLUMN: hashes, "vector": list(vectors.astype(np.float32))}))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,10 +14,13 @@ from pathlib import Path
 from cherrybench.fingerprint import hash_json
 from cherrybench.prompts import context_pieces
 from cherrybench.records import Record
+from cherrybench.store import ArtifactStore, build_directory
 
 log = logging.getLogger(__name__)
 IGNORE = -100
 DONE_MARKER = "cherrybench_finetune.json"
+FINETUNE_KEY_VERSION = 1
+FINETUNED = ArtifactStore("finetuned")  # every fine-tuned model, named by finetune_key()
 
 
 @dataclass
@@ -91,12 +93,59 @@ def is_finished(out_dir: Path) -> bool:
     return (Path(out_dir) / DONE_MARKER).is_file()
 
 
+def finetune_key(records: list[Record], config: TrainConfig, base_fingerprint: str | None = None, ctx=None) -> dict:
+    """What determines a fine-tuned model, as a store key payload: the training
+    settings, the base model's fingerprint and the training records' content
+    hashes in training order (never their ids: positional ids of two different
+    files are the same strings)."""
+    if base_fingerprint is None:
+        from cherrybench.models import DEFAULT_MODEL, resolve_model
+
+        # the model _train starts from: config.model, else the default (not ctx.model)
+        spec = config.model or DEFAULT_MODEL
+        base_fingerprint = (ctx.model_ref(spec) if ctx is not None else resolve_model(spec)).fingerprint
+    return {"artifact": "finetuned_model", "version": FINETUNE_KEY_VERSION,
+            "train": config.fingerprint(base_fingerprint), "records": [r.content_hash for r in records]}
+
+
+def finetuned_model(records: list[Record], config: TrainConfig, progress: bool = True, ctx=None,
+                    base_fingerprint: str | None = None) -> Path:
+    """The model fine-tuned on `records` with `config`, from the content-keyed store
+    (`cache_dir()/finetuned/`): trained only if no identical training finished before,
+    here or in a concurrent process."""
+    payload = finetune_key(records, config, base_fingerprint, ctx)
+    return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress))
+
+
+def remove_finetuned_model(records: list[Record], config: TrainConfig, ctx=None,
+                           base_fingerprint: str | None = None) -> None:
+    """Delete a stored fine-tuned model (e.g. once evaluated, when it is not to be kept)."""
+    FINETUNED.remove(finetune_key(records, config, base_fingerprint, ctx))
+
+
 def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress: bool = True) -> Path:
     """Train on `records` and save a full HF model directory at `out_dir`
-    (LoRA merged). A directory that already holds a finished model is returned as is."""
-    out_dir = Path(out_dir)
-    if is_finished(out_dir):
-        return out_dir
+    (LoRA merged). A directory that already holds a finished model is returned as is.
+    Prefer `finetuned_model`, which names the directory by content."""
+    return build_directory(Path(out_dir), lambda staging: _train(records, config, staging, progress),
+                           is_complete=is_finished)
+
+
+def device_settings(device: str) -> dict:
+    """TrainingArguments for the chosen device. The Trainer itself only knows "cuda"
+    (the current CUDA device), so `cuda:N` is made current first; bf16 only where the
+    GPU supports it, else fp32."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {"use_cpu": True, "bf16": False}
+    if ":" in device:
+        torch.cuda.set_device(torch.device(device))
+    return {"use_cpu": False, "bf16": bool(torch.cuda.is_bf16_supported())}
+
+
+def _train(records: list[Record], config: TrainConfig, staging: Path, progress: bool) -> None:
+    """Train and save into `staging` (an empty directory the caller moves into place)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
@@ -118,7 +167,6 @@ def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress
     if not examples:
         raise ValueError("no training record has an answer token within --max-length")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     args = TrainingArguments(
         output_dir=str(staging / "trainer"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
@@ -126,7 +174,7 @@ def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress
         warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed, save_strategy="no",
         logging_steps=1, report_to=[], disable_tqdm=not progress, remove_unused_columns=False,
-        use_cpu=device == "cpu", bf16=device.startswith("cuda"), dataloader_num_workers=0,
+        dataloader_num_workers=0, **device_settings(device),
     )
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad))
     result = trainer.train()
@@ -143,11 +191,6 @@ def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress
         "train_loss": result.training_loss, "loss_history": losses, "base_model": str(ref.directory),
         "train_seconds": result.metrics.get("train_runtime"),
     }, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)  # an unfinished earlier attempt
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.replace(out_dir)
-    return out_dir
 
 
 def training_summary(model_dir: Path) -> dict:

@@ -1,10 +1,12 @@
 """The one causal-LM backend every model-backed metric shares.
 
 Its batch methods take token id sequences, sort them by length, pack them into
-batches under a token budget (right padding, attention masks), and apply the LM
-head only to the rows whose output is needed: per-token losses (cas, das, ppl,
-eval loss), next-token logits for a few candidate tokens (judges), pooled
-hidden states (embeddings) and greedy generation.
+batches under a token budget (right padding, attention masks), and ask the
+model's own causal-LM forward for logits only at the positions whose output is
+needed (`logits_to_keep`), so every family's final logit transforms (Gemma's
+softcapping, Granite's and Cohere's scaling, ...) apply as the model defines
+them: per-token losses (cas, das, ppl, eval loss), next-token logits for a few
+candidate tokens (judges), pooled hidden states (embeddings) and greedy generation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from cherrybench.models import ModelRef, pick_device, pick_dtype, resolve_model
 
-HEAD_CHUNK_ROWS = 1024  # LM-head rows at a time: bounds the [rows, vocab] logits buffer
+LOGITS_BUDGET = 1 << 27  # logits one forward may return (rows x vocab, 512 MiB in fp32): bounds that buffer
+HEAD_CHUNK_ROWS = 1024  # logit rows read (in fp32) at a time
 
 
 def default_batch_tokens(device: str) -> int:
@@ -38,6 +41,22 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+def split_for_head(batch: list[int], keep: list[list[int]], max_rows: int) -> list[list[int]]:
+    """Cut a packed batch into runs whose logits buffer, rows x the union of the
+    positions they keep, stays within max_rows (at least one sequence a run)."""
+    runs, current, union = [], [], set()
+    for i in batch:
+        grown = union | set(keep[i])
+        if current and (len(current) + 1) * len(grown) > max_rows:
+            runs.append(current)
+            current, grown = [], set(keep[i])
+        current.append(i)
+        union = grown
+    if current:
+        runs.append(current)
+    return runs
 
 
 MIN_SHARED_PREFIX = 16  # tokens; shorter shared prefixes are not worth a cache
@@ -90,8 +109,7 @@ class LanguageModel:
         ).to(self.device)
         self.model.eval()
         self.base = getattr(self.model, self.model.base_model_prefix)
-        self.head = self.model.get_output_embeddings()
-        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.head_rows = max(1, LOGITS_BUDGET // self.model.get_output_embeddings().weight.shape[0])
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
@@ -111,9 +129,12 @@ class LanguageModel:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     # -- internals ---------------------------------------------------------
-    def _hidden(self, batch: list[list[int]], prefix=None):
-        """Last hidden states of right-padded `batch`; with prefix=(length, cache)
-        the rows continue a shared, already computed prefix."""
+    def _forward(self, batch: list[list[int]], prefix=None, keep=None):
+        """Run right-padded `batch`; with prefix=(length, cache) the rows continue a
+        shared, already computed prefix. With `keep` (a sorted 1-D tensor of positions
+        counted from the batch's first token), the model's own causal-LM forward returns
+        logits [rows, len(keep), vocab] there, so they are exactly the model's; without
+        it, the base model returns the last hidden states [rows, width, hidden]."""
         import copy
 
         torch = self._torch
@@ -125,50 +146,58 @@ class LanguageModel:
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, start: start + len(seq)] = 1
-        self.forward_calls += 1
-        kwargs = {}
+        kwargs = {"use_cache": False}
         if prefix:
-            cache = copy.deepcopy(prefix[1])
+            cache = copy.deepcopy(prefix[1])  # the shared cache stays intact for the next batch
             cache.batch_repeat_interleave(len(batch))
             positions = torch.arange(start, start + width, device=self.device).expand(len(batch), width)
-            kwargs = {"past_key_values": cache, "position_ids": positions, "use_cache": True}
-        out = self.base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
-        return out.last_hidden_state
+            kwargs = {"cache": cache, "position_ids": positions, "use_cache": True}
+        self.forward_calls += 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if keep is None:
+            return self.base(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+        return self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep.to(self.device), **kwargs).logits
 
-    def _logits(self, rows):
-        logits = self.head(rows).float()
-        if self.softcap:
-            logits = self.softcap * self._torch.tanh(logits / self.softcap)
-        return logits
+    def _plan(self, sequences, keep):
+        """(indices, token rows, prefix) for each forward: length-sorted batches under
+        the token budget; with `keep`, also cut to the logits budget, and sequences
+        sharing a long prefix (a prompt template) continue one KV cache of it instead
+        of recomputing it per record."""
+        if keep is None:
+            groups, rest = [], list(range(len(sequences)))
+        else:
+            groups, rest = prefix_groups(sequences, [min(k) for k in keep])
+        for length, members in [(0, rest)] + groups:
+            prefix = (length, self._prefix_cache(sequences[members[0]][:length])) if length else None
+            for batch in pack_batches([len(sequences[i]) - length for i in members], self.batch_tokens):
+                batch = [members[i] for i in batch]
+                for part in [batch] if keep is None else split_for_head(batch, keep, self.head_rows):
+                    yield part, [sequences[i][length:] for i in part], prefix
 
     def _run(self, sequences, per_batch: Callable, on_progress: Callable[[int], None] | None,
-             first_needed: list[int] | None = None):
-        """Feed `sequences` through the body in length-sorted batches, calling
-        per_batch(indices, hidden, offset) where hidden[row, p - offset] is the
-        state at position p. With `first_needed` (the first position whose state
-        each sequence needs), sequences sharing a long prefix (a prompt
-        template) reuse one KV cache of it instead of recomputing it per record."""
-        groups, rest = prefix_groups(sequences, first_needed) if first_needed is not None else ([], None)
-        rest = list(range(len(sequences))) if rest is None else rest
-        with self._torch.inference_mode():
-            for batch in pack_batches([len(sequences[i]) for i in rest], self.batch_tokens):
-                batch = [rest[i] for i in batch]
-                per_batch(batch, self._hidden([sequences[i] for i in batch]), 0)
+             keep: list[list[int]] | None = None):
+        """Feed `sequences` through the network. Without `keep`: per_batch(indices,
+        hidden), hidden[row, p] being the last hidden state at position p. With `keep`
+        (the positions whose next-token logits each sequence needs):
+        per_batch(indices, logits, column), logits[row, column[p]] being the model's
+        logits at position p."""
+        torch = self._torch
+        with torch.inference_mode():
+            for part, rows, prefix in self._plan(sequences, keep):
+                if keep is None:
+                    per_batch(part, self._forward(rows))
+                else:
+                    union = sorted({p for i in part for p in keep[i]})
+                    start = prefix[0] if prefix else 0
+                    logits = self._forward(rows, prefix, torch.tensor(union, dtype=torch.long) - start)
+                    per_batch(part, logits, {p: c for c, p in enumerate(union)})
                 if on_progress:
-                    on_progress(len(batch))
-            for length, members in groups:
-                prefix = self._prefix_cache(sequences[members[0]][:length])
-                suffixes = [sequences[i][length:] for i in members]
-                for batch in pack_batches([len(s) for s in suffixes], self.batch_tokens):
-                    hidden = self._hidden([suffixes[i] for i in batch], prefix=(length, prefix))
-                    per_batch([members[i] for i in batch], hidden, length)
-                    if on_progress:
-                        on_progress(len(batch))
+                    on_progress(len(part))
 
     def _prefix_cache(self, prefix: list[int]):
         self.forward_calls += 1
         ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
-        return self.base(input_ids=ids, use_cache=True).past_key_values
+        return self.base(input_ids=ids, use_cache=True).cache
 
     # -- batch methods -----------------------------------------------------
     def token_losses(self, sequences: list[list[int]], targets: list[list[int]],
@@ -181,21 +210,20 @@ class LanguageModel:
             if min(targets[i]) < 1 or max(targets[i]) >= len(sequences[i]):
                 raise ValueError(f"sequence {i}: target positions must lie in 1..{len(sequences[i]) - 1}")
 
-        def per_batch(batch, hidden, offset):
-            rows, labels, owners = [], [], []
+        def per_batch(batch, logits, column):
+            rows, cols, labels, owners = [], [], [], []
             for row, local in enumerate(batch):
                 i = work[local]
-                pos = torch.tensor(targets[i], dtype=torch.long)
-                rows.append(hidden[row, pos - 1 - offset])
-                labels.append(torch.tensor([sequences[i][p] for p in targets[i]], dtype=torch.long))
+                rows += [row] * len(targets[i])
+                cols += [column[p - 1] for p in targets[i]]
+                labels += [sequences[i][p] for p in targets[i]]
                 owners.append((i, len(targets[i])))
-            rows = torch.cat(rows)
-            labels = torch.cat(labels).to(rows.device)
+            rows, cols, labels = (torch.tensor(x, device=logits.device) for x in (rows, cols, labels))
             losses = []
-            for start in range(0, rows.shape[0], HEAD_CHUNK_ROWS):
-                logits = self._logits(rows[start: start + HEAD_CHUNK_ROWS])
-                lab = labels[start: start + HEAD_CHUNK_ROWS]
-                losses.append(torch.logsumexp(logits, dim=-1) - logits.gather(1, lab[:, None])[:, 0])
+            for start in range(0, len(rows), HEAD_CHUNK_ROWS):
+                chunk = slice(start, start + HEAD_CHUNK_ROWS)
+                picked = logits[rows[chunk], cols[chunk]].float()
+                losses.append(torch.logsumexp(picked, dim=-1) - picked.gather(1, labels[chunk, None])[:, 0])
             flat = torch.cat(losses).double().cpu().numpy()
             offset = 0
             for i, n in owners:
@@ -203,7 +231,7 @@ class LanguageModel:
                 offset += n
 
         self._run([sequences[i] for i in work], per_batch, on_progress,
-                  first_needed=[min(targets[i]) - 1 for i in work])
+                  keep=[[p - 1 for p in targets[i]] for i in work])
         return results
 
     def last_token_logits(self, sequences: list[list[int]], token_ids: list[int],
@@ -211,20 +239,14 @@ class LanguageModel:
         """Logits of `token_ids` at the position after each sequence's last token: [n, len(token_ids)]."""
         torch = self._torch
         out = np.zeros((len(sequences), len(token_ids)), dtype=np.float64)
-        weight = self.head.weight[torch.tensor(token_ids, device=self.head.weight.device)]
-        bias = self.head.bias[torch.tensor(token_ids, device=self.head.weight.device)] if self.head.bias is not None else None
 
-        def per_batch(batch, hidden, offset):
-            last = torch.tensor([len(sequences[i]) - 1 - offset for i in batch], device=hidden.device)
-            rows = hidden[torch.arange(len(batch), device=hidden.device), last]
-            logits = (rows @ weight.T).float()
-            if bias is not None:
-                logits = logits + bias.float()
-            if self.softcap:
-                logits = self.softcap * torch.tanh(logits / self.softcap)
-            out[batch] = logits.double().cpu().numpy()
+        def per_batch(batch, logits, column):
+            rows = torch.arange(len(batch), device=logits.device)
+            cols = torch.tensor([column[len(sequences[i]) - 1] for i in batch], device=logits.device)
+            ids = torch.tensor(token_ids, device=logits.device)
+            out[batch] = logits[rows[:, None], cols[:, None], ids[None, :]].double().cpu().numpy()
 
-        self._run(sequences, per_batch, on_progress, first_needed=[len(seq) - 1 for seq in sequences])
+        self._run(sequences, per_batch, on_progress, keep=[[len(seq) - 1] for seq in sequences])
         return out
 
     def pooled_hidden(self, sequences: list[list[int]], pooling: str = "mean",
@@ -234,7 +256,7 @@ class LanguageModel:
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
         out = np.zeros((len(sequences), self.model.config.hidden_size), dtype=np.float32)
 
-        def per_batch(batch, hidden, offset):
+        def per_batch(batch, hidden):
             for row, i in enumerate(batch):
                 n = len(sequences[i])
                 vec = hidden[row, :n].float().mean(0) if pooling == "mean" else hidden[row, n - 1].float()

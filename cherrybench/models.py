@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cherrybench.fingerprint import hash_file, hash_json
 from cherrybench.paths import cache_dir
+from cherrybench.store import atomic_write_text, build_directory
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,10 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 class ModelNotFoundError(FileNotFoundError):
     pass
+
+
+class ModelConfigError(ValueError):
+    """A model directory whose config.json cannot be read."""
 
 
 def _missing(spec: str, why: str) -> ModelNotFoundError:
@@ -59,9 +63,7 @@ def cached_file_hash(path: Path) -> str:
         memo = {}
     if key not in memo:
         memo[key] = hash_file(path)
-        tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=0))
-        tmp.replace(memo_file)
+        atomic_write_text(memo_file, json.dumps(memo, indent=0))
     return memo[key]
 
 
@@ -88,7 +90,8 @@ class ModelRef:
 def _convert_gguf(gguf: Path) -> ModelRef:
     digest = cached_file_hash(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
-    if not (target / "config.json").is_file():
+
+    def convert(staging: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,13 +103,22 @@ def _convert_gguf(gguf: Path) -> ModelRef:
             del config.quantization_config  # dequantized weights are plain fp32 now
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(quantized.state_dict(), strict=True)
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "cherrybench_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
-        if not (target / "config.json").is_file():
-            staging.replace(target)
+
+    # unique staging per process, removed on failure; a target another process finished first wins
+    build_directory(target, convert, is_complete=lambda p: (p / "config.json").is_file())
+    _check_config(target)
     return ModelRef(spec=str(gguf), directory=target, fingerprint=hash_json({"gguf_sha256": digest}))
+
+
+def _check_config(directory: Path) -> None:
+    """A clear error for a config.json that is not JSON (instead of a traceback deep in transformers)."""
+    try:
+        json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelConfigError(f"model {directory}: config.json is not valid JSON ({exc})") from None
 
 
 def resolve_model(spec: str | None) -> ModelRef:
@@ -119,6 +131,7 @@ def resolve_model(spec: str | None) -> ModelRef:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise _missing(spec, f"{path} has no config.json")
+        _check_config(path)
         return ModelRef(spec=str(spec), directory=path, fingerprint=directory_fingerprint(path))
     raise _missing(spec, "no such directory or .gguf file")
 

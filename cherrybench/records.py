@@ -1,10 +1,11 @@
 """Instruction records: reading Alpaca, ShareGPT and OpenAI-messages files
-(JSON array, JSONL, Parquet), validating them, and writing subsets back
-unchanged in the input's own format."""
+(JSON array, JSONL, Parquet) and validating them. Writing subsets back lives
+in cherrybench.outputs (write_subset)."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,34 +74,157 @@ class Dataset:
         return len(self.records)
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[dict, str]], str]:
-    """Rows with their location strings, and the container kind."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-        rows = pq.read_table(path).to_pylist()
-        return [(row, f"{path}: record {i}") for i, row in enumerate(rows)], "parquet"
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if suffix == ".jsonl" or (suffix != ".json" and not stripped.startswith("[")):
+
+class _Flagged(dict):
+    """A parsed JSON object with a problem (duplicate key, lone surrogate) to report
+    once the record it sits in, and so its location, is known."""
+
+    problem = ""
+
+
+def _surrogate_problem(value, field: str) -> str | None:
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            return (f"field {field!r} contains a lone surrogate \\u{ord(found.group()):04x} "
+                    "(half of a UTF-16 pair, not valid Unicode text)")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = _surrogate_problem(item, f"{field}[{i}]")
+            if problem:
+                return problem
+    return None
+
+
+class _Checker:
+    """`object_pairs_hook` that flags duplicate keys and lone surrogates instead of
+    keeping the last value or failing later, mid-scoring or mid-write."""
+
+    def __init__(self):
+        self.flagged = 0
+
+    def __call__(self, pairs):
+        obj = dict(pairs)
+        problem = None
+        if len(obj) != len(pairs):
+            seen = set()
+            for key, _ in pairs:
+                if key in seen:
+                    problem = f"duplicate key {key!r} (JSON would keep only its last value)"
+                    break
+                seen.add(key)
+        else:
+            for key, value in pairs:
+                problem = _surrogate_problem(key, "key " + repr(key)) or _surrogate_problem(value, key)
+                if problem:
+                    break
+        if problem is None:
+            return obj
+        self.flagged += 1
+        flagged = _Flagged(obj)
+        flagged.problem = problem
+        return flagged
+
+
+def _find_problem(value, path: str = "") -> str | None:
+    if isinstance(value, _Flagged):
+        return f"{path}: {value.problem}" if path else value.problem
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, item in items:
+        found = _find_problem(item, sub)
+        if found:
+            return found
+    return None
+
+
+def _check_row(row, where: str, index: int, checker: _Checker) -> None:
+    if not checker.flagged:
+        return
+    problem = _find_problem(row)
+    if problem:
+        rid = row.get("id", index) if isinstance(row, dict) else index
+        raise DataError(f"{where} (id {str(rid)!r}): {problem}")
+
+
+def _decode(path: Path) -> str:
+    """The file's text; a leading UTF-8 BOM is dropped, invalid UTF-8 names line and byte offset."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    skip = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skip + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); "
+                        "convert the file to UTF-8") from None
+
+
+def read_json_rows(path: Path, lines: bool | None = None) -> tuple[list[tuple[object, str]], str]:
+    """Rows of a JSON array (lines False) or JSONL file (lines True; None: decide
+    from the suffix and content), with their location strings, and the container."""
+    path = Path(path)
+    text = _decode(path)
+    if lines is None:
+        suffix = path.suffix.lower()
+        lines = suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith("["))
+    checker = _Checker()
+    decoder = json.JSONDecoder(object_pairs_hook=checker)
+    if lines:
         rows = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        # split on "\n" only: str.splitlines would also split inside strings at U+2028, U+0085 ...
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = decoder.decode(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
-            rows.append((row, f"{path}:{lineno}"))
+            where = f"{path}:{lineno}"
+            _check_row(row, where, len(rows), checker)
+            rows.append((row, where))
         return rows, "jsonl"
     try:
-        data = json.loads(text)
+        data = decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-    return [(row, f"{path}: record {i}") for i, row in enumerate(data)], "json"
+    rows = []
+    for i, row in enumerate(data):
+        where = f"{path}: record {i}"
+        _check_row(row, where, i, checker)
+        rows.append((row, where))
+    return rows, "json"
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[dict, str]], str]:
+    """Rows with their location strings, and the container kind."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+            names = table.column_names
+            dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            if dup is not None:
+                raise DataError(f"{path}: duplicate column {dup!r}")
+            rows = table.to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: cannot read it as Parquet: {exc}") from None
+        return [(row, f"{path}: record {i}") for i, row in enumerate(rows)], "parquet"
+    return read_json_rows(path)
 
 
 def detect_format(row: dict, where: str) -> str:
@@ -201,8 +325,12 @@ def check_unique_ids(records: list[Record]) -> None:
 def load_dataset(path: str | Path, fmt: str | None = None) -> Dataset:
     """Read and validate a data file; `fmt` forces a format instead of detecting it."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a JSON, JSONL or Parquet file")
+    if not path.exists():
         raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file; expected a JSON, JSONL or Parquet file")
     rows, container = _read_rows(path)
     if not rows:
         raise DataError(f"{path}: no records")
@@ -213,39 +341,3 @@ def load_dataset(path: str | Path, fmt: str | None = None) -> Dataset:
     records = [parse_record(row, fmt, str(i), where) for i, (row, where) in enumerate(rows)]
     check_unique_ids(records)
     return Dataset(records=records, path=path, format=fmt, container=container)
-
-
-def write_subset(dataset: Dataset, ids, out: str | Path) -> Path:
-    """Write the records with these ids, unchanged and in input order, in the
-    input's container (JSON array, JSONL or Parquet) unless `out`'s suffix says otherwise."""
-    out = Path(out)
-    wanted = set(ids)
-    unknown = wanted - {r.id for r in dataset.records}
-    if unknown:
-        raise DataError(f"ids not in the data set: {sorted(unknown)[:5]}")
-    rows = [r.raw for r in dataset.records if r.id in wanted]
-    suffix = out.suffix.lower()
-    container = {".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}.get(suffix, dataset.container)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if container == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if dataset.container == "parquet" and dataset.path is not None:
-            table = pq.read_table(dataset.path)
-            keep = [i for i, r in enumerate(dataset.records) if r.id in wanted]
-            table = table.take(pa.array(keep, type=pa.int64()))
-        else:
-            table = pa.Table.from_pylist(rows)
-        pq.write_table(table, tmp)
-    elif container == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-    tmp.replace(out)
-    return out

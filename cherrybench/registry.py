@@ -9,6 +9,7 @@ when they load rather than when they first run.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import sys
 from importlib.metadata import entry_points
@@ -81,14 +82,25 @@ class Registry:
 
 
 def load_plugin_file(path: str | Path) -> None:
-    """Import a local .py file so that its decorators register what it defines."""
+    """Import a local .py file so that its decorators register what it defines.
+    This runs the file's code, with the caller's rights: load only files you trust."""
+    given = path
     path = Path(path).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"plugin file not found: {path}")
-    module_name = f"cherrybench_plugin_{path.stem}"
+    if not path.exists():
+        raise FileNotFoundError(f"--plugin {given}: no such file")
+    if not path.is_file() or path.suffix != ".py":
+        raise ValueError(f"--plugin {given}: not a Python file (expected a .py file that registers "
+                         "metrics or selectors)")
+    # named by path and content: an edited file loads again as new code (same-named classes replace the old)
+    digest = hashlib.sha256(str(path).encode() + b"\0" + path.read_bytes()).hexdigest()[:16]
+    module_name = f"cherrybench_plugin_{path.stem}_{digest}"
     if module_name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)  # a fixed file can be loaded again
+        raise

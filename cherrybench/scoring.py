@@ -29,21 +29,66 @@ def size_sorted_chunks(records: list[Record], chunk_size: int) -> list[list[int]
     return [order[i: i + chunk_size] for i in range(0, len(order), chunk_size)]
 
 
+def is_per_record(metric) -> bool:
+    """False when the metric, or one it is derived from, scores a record against the whole pool."""
+    return bool(metric.per_record) and all(is_per_record(m) for m in metric.inputs())
+
+
+def has_empty_answer(record: Record) -> bool:
+    """An answer that is empty once whitespace is stripped: no metric scores such a record."""
+    return any(not turn.output.strip() for turn in record.turns)
+
+
+def input_table(dataset: Dataset, metric, ctx, use_cache: bool) -> pd.DataFrame | None:
+    """The columns a derived metric is computed from, scored (and cached) first, in input order."""
+    needed = metric.inputs()
+    if not needed:
+        return None
+    return score(dataset, needed, ctx, use_cache=use_cache)
+
+
+def compute_rows(metric, records: list[Record], ctx, inputs: pd.DataFrame | None) -> pd.DataFrame:
+    """`metric.compute` on the scorable records; NaN with `empty_answer` for the others,
+    whatever the metric (a blank answer is never a real score)."""
+    empty = [has_empty_answer(r) for r in records]
+    keep = [i for i, e in enumerate(empty) if not e]
+    parts = []
+    if keep:
+        chosen = [records[i] for i in keep]
+        if inputs is None:
+            frame = metric.compute(chosen, ctx)
+        else:
+            frame = metric.compute(chosen, ctx, inputs=inputs.iloc[keep].reset_index(drop=True))
+        if list(frame.columns) != metric.output_columns or len(frame) != len(keep):
+            raise RuntimeError(f"metric {metric.name!r} returned columns {list(frame.columns)} for {len(frame)} "
+                               f"records; declared {metric.output_columns} for {len(keep)}")
+        parts.append(frame.set_axis(keep))
+    if len(keep) < len(records):
+        blank = pd.DataFrame({c: [float("nan")] * (len(records) - len(keep)) for c in metric.output_columns},
+                             index=[i for i, e in enumerate(empty) if e])
+        blank[metric.reason_column] = "empty_answer"
+        blank = blank.astype({c: object for c in metric.output_columns if c not in metric.columns})
+        parts.append(blank)
+    frame = pd.concat(parts) if len(parts) > 1 else parts[0]
+    return frame.sort_index().reset_index(drop=True)
+
+
 def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.DataFrame:
     """One metric's columns for every record, in input order, indexed by record id."""
     records = dataset.records
     hashes = [r.content_hash for r in records]
+    inputs = input_table(dataset, metric, ctx, use_cache)
     store = None
     cached = None
     if use_cache:
         key = metric.cache_key(ctx, dataset.fingerprint)
         store = ShardStore("scores", metric.name, key,
                            meta={"metric": metric.name, "version": metric.version, "params": metric.get_params(),
-                                 "models": metric.fingerprints(ctx), "per_record": metric.per_record})
+                                 "models": metric.fingerprints(ctx), "per_record": is_per_record(metric)})
         cached = store.load()
     done = set(cached.index) if cached is not None else set()
     fresh: list[pd.DataFrame] = []
-    if metric.per_record:
+    if is_per_record(metric):
         chunks = size_sorted_chunks(records, metric.chunk_size)
     else:
         chunks = [list(range(len(records)))] if any(h not in done for h in hashes) else []
@@ -58,10 +103,8 @@ def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.Da
                 pending_hashes.add(hashes[i])
         if not pending:
             continue
-        frame = metric.compute([records[i] for i in pending], ctx)
-        if list(frame.columns) != metric.output_columns or len(frame) != len(pending):
-            raise RuntimeError(f"metric {metric.name!r} returned columns {list(frame.columns)} for {len(frame)} "
-                               f"records; declared {metric.output_columns} for {len(pending)}")
+        frame = compute_rows(metric, [records[i] for i in pending], ctx,
+                             None if inputs is None else inputs.iloc[pending].reset_index(drop=True))
         frame.insert(0, HASH_COLUMN, [hashes[i] for i in pending])
         if store is not None:
             store.append(frame)
@@ -93,34 +136,3 @@ def score(dataset: Dataset, metrics: list, ctx, use_cache: bool = True) -> pd.Da
     table = pd.concat(tables, axis=1) if tables else pd.DataFrame(index=[r.id for r in dataset.records])
     table.index.name = "id"
     return table.reset_index()
-
-
-def write_scores(table: pd.DataFrame, out) -> None:
-    from pathlib import Path
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".csv":
-        table.to_csv(tmp, index=False)
-    elif out.suffix == ".jsonl":
-        table.to_json(tmp, orient="records", lines=True)
-    else:
-        table.to_parquet(tmp, index=False)
-    tmp.replace(out)
-
-
-def read_scores(path) -> pd.DataFrame:
-    from pathlib import Path
-
-    path = Path(path)
-    if path.suffix == ".csv":
-        table = pd.read_csv(path, dtype={"id": str})
-    elif path.suffix == ".jsonl":
-        table = pd.read_json(path, lines=True, dtype={"id": str})
-    else:
-        table = pd.read_parquet(path)
-    if "id" not in table.columns:
-        raise ValueError(f"{path}: a score table needs an 'id' column")
-    table["id"] = table["id"].astype(str)
-    return table

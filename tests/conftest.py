@@ -1,35 +1,153 @@
-"""Shared fixtures: an isolated score cache per test session that still
-reuses the converted default model, the real SmolLM2 model loaded once, and
-small real records."""
+"""Shared fixtures and test-session plumbing.
+
+Caches. Tests never read or write the user's cache (`~/.cache/cherrybench` or
+`$CHERRYBENCH_CACHE`). From `pytest_configure` on (before any test module is
+imported) `CHERRYBENCH_CACHE` points at a fresh session directory, and every
+test gets its own empty cache under it, so no test sees scores, embeddings or
+trained models another test left behind (tests do not depend on their order).
+Converted models are the one thing kept between sessions, for speed: each
+cache's `models` is a link to `$CHERRYBENCH_TEST_CACHE/models` (default
+`<repo>/.test-cache/models`), so the GGUF conversion happens once per checkout.
+
+Order. `CHERRYBENCH_TEST_ORDER=reverse` or `shuffle:<seed>` runs the collected
+tests in reverse or in a seeded random order, to check order independence.
+
+Also here: the real SmolLM2 model loaded once (`ctx`, `lm`), and a builder for
+a tiny offline reward model. Tests that load a real model, fine-tune or start
+a server are marked `slow`; `pytest -m "not slow"` is the quick loop.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-_REAL_CACHE = Path(os.environ.get("CHERRYBENCH_CACHE") or Path.home() / ".cache" / "cherrybench")
+REPO = Path(__file__).resolve().parents[1]
+MEMO = "file_hashes.json"  # cherrybench.models' memo of file hashes (keyed by path, size and mtime)
+
+_session: dict = {}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory):
-    """Scores and embeddings go to a fresh directory; converted models are shared
-    with the real cache so the GGUF conversion happens once per machine."""
-    root = tmp_path_factory.mktemp("cherrybench-cache")
-    (_REAL_CACHE / "models").mkdir(parents=True, exist_ok=True)
-    (root / "models").symlink_to(_REAL_CACHE / "models", target_is_directory=True)
-    hashes = _REAL_CACHE / "file_hashes.json"
-    if hashes.exists():
-        shutil.copy(hashes, root / "file_hashes.json")
-    old = os.environ.get("CHERRYBENCH_CACHE")
-    os.environ["CHERRYBENCH_CACHE"] = str(root)
-    yield root
-    if old is None:
+def _test_cache() -> Path:
+    """Where converted models persist between test sessions; never the user's cache."""
+    path = Path(os.environ.get("CHERRYBENCH_TEST_CACHE") or REPO / ".test-cache").expanduser().resolve()
+    user = {Path.home() / ".cache" / "cherrybench"}
+    if os.environ.get("CHERRYBENCH_CACHE"):
+        user.add(Path(os.environ["CHERRYBENCH_CACHE"]).expanduser())
+    for root in user:
+        root = root.resolve()
+        if path == root or root in path.parents or path in root.parents:
+            raise pytest.UsageError(f"CHERRYBENCH_TEST_CACHE={path} overlaps the user's cache {root}; "
+                                    "tests keep their converted models apart from it")
+    return path
+
+
+def _read_memo(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=0))
+    tmp.replace(path)
+
+
+def _new_cache(root: Path, memo: dict) -> Path:
+    """An empty cache directory whose converted models are the test cache's."""
+    root.mkdir(parents=True)
+    (root / "models").symlink_to(_session["persistent"] / "models", target_is_directory=True)
+    _write_json(root / MEMO, memo)
+    return root
+
+
+def pytest_configure(config):
+    persistent = _test_cache()
+    (persistent / "models").mkdir(parents=True, exist_ok=True)
+    session = Path(tempfile.mkdtemp(prefix="cherrybench-test-cache-"))
+    _session.update(persistent=persistent, root=session, old=os.environ.get("CHERRYBENCH_CACHE"), n=0,
+                    memo={k: v for k, v in _read_memo(persistent / MEMO).items() if _still_there(k)})
+    _new_cache(session / "session", _session["memo"])
+    os.environ["CHERRYBENCH_CACHE"] = str(session / "session")
+
+
+def _still_there(key: str) -> bool:
+    """A memo entry ("path|size|mtime_ns") of a file that is still there, unchanged."""
+    path, size, mtime = key.rsplit("|", 2)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return f"{stat.st_size}|{stat.st_mtime_ns}" == f"{size}|{mtime}"
+
+
+def pytest_unconfigure(config):
+    if "root" not in _session:
+        return
+    if _session["old"] is None:
         os.environ.pop("CHERRYBENCH_CACHE", None)
     else:
-        os.environ["CHERRYBENCH_CACHE"] = old
+        os.environ["CHERRYBENCH_CACHE"] = _session["old"]
+    # keep the hashes of files that outlive the session (the embedded GGUF, MiniLM), not of temporary models
+    memo = {**_read_memo(_session["persistent"] / MEMO), **_read_memo(_session["root"] / "session" / MEMO),
+            **_session["memo"]}
+    _write_json(_session["persistent"] / MEMO, {k: v for k, v in memo.items() if _still_there(k)})
+    shutil.rmtree(_session["root"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    order = os.environ.get("CHERRYBENCH_TEST_ORDER", "").strip()
+    if not order:
+        return
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle:"):
+        random.Random(order.split(":", 1)[1]).shuffle(items)
+    else:
+        raise pytest.UsageError(f"CHERRYBENCH_TEST_ORDER must be 'reverse' or 'shuffle:<seed>', got {order!r}")
+
+
+def pytest_report_header(config):
+    order = os.environ.get("CHERRYBENCH_TEST_ORDER")
+    return [f"cherrybench: models from {_session.get('persistent')}"
+            + (f", test order {order}" if order else "")]
+
+
+@pytest.fixture(scope="session")
+def test_model_cache() -> Path:
+    """`$CHERRYBENCH_TEST_CACHE`: where converted models persist between test sessions."""
+    return _session["persistent"]
+
+
+@pytest.fixture(scope="session")
+def isolated_cache() -> Path:
+    """The session's cache root (its `models` is the persistent test cache's)."""
+    return _session["root"] / "session"
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(isolated_cache):
+    """Every test starts from an empty score/embedding cache and the same RNG state."""
+    import numpy as np
+    import torch
+
+    _session["n"] += 1
+    root = _new_cache(_session["root"] / f"test-{_session['n']}", _session["memo"])
+    os.environ["CHERRYBENCH_CACHE"] = str(root)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    yield root
+    _session["memo"].update(_read_memo(root / MEMO))
+    os.environ["CHERRYBENCH_CACHE"] = str(isolated_cache)
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +183,3 @@ def make_reward_model():
         return path
 
     return build
-
-
-def pytest_configure(config):
-    import torch
-
-    torch.manual_seed(0)

@@ -3,6 +3,7 @@ table, and a real run with the real SmolLM2 judge."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.runners.select import run_selection
@@ -26,6 +27,7 @@ def test_threshold_then_top_k_on_given_scores(ctx):
     assert selection.report["excluded"]["alpagasus<4.6"] == 1
 
 
+@pytest.mark.slow
 def test_real_judge_run(ctx):
     selection, table = run_selection(DATASET, SELECTORS.get("alpagasus")(threshold=0.0), Budget.parse("3"), ctx)
     scores = table.set_index("id")["alpagasus"]

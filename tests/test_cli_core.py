@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from cherrybench.cli import main
 from cherrybench.default_data import load_sharegpt_sample
@@ -19,6 +20,7 @@ ROWS = [
 ]
 
 
+@pytest.mark.slow
 def test_score_then_select(tmp_path, capsys):
     data = tmp_path / "pool.json"
     data.write_text(json.dumps(ROWS))

@@ -17,7 +17,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cherrybench.registry import load_plugin_file
-from cherrybench.runners.compare import main as compare_main
+from cherrybench.cli import main as cli_main
+
+
+def compare_main(argv):
+    return cli_main(["compare", *argv])
 
 FLAKY = '''
 import os
@@ -77,6 +81,7 @@ def runs_of(client, experiment):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
+@pytest.mark.slow
 def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     vicuna = tmp_path / "vicuna_test_set.jsonl"  # a prompt-only test set: no eval loss, a stated reason
@@ -93,7 +98,7 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.params["selector"] == name and run.data.params["budget"] == "4"
-        assert run.data.params["train.max_length"] == "64" and run.data.params["seed"] == "0"
+        assert run.data.params["train.max_length"] == "64" and run.data.params["train.seed"] == "0"
         metrics = run.data.metrics
         assert metrics["n_selected"] == (12 if name == "full" else 4)
         assert 0 < metrics["heldout.eval_loss"] < 20
@@ -113,10 +118,11 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
     assert {"selection_overlap.png", "e2e.md", "e2e.csv"} <= parent_artifacts
     board = (tmp_path / "leaderboards" / "e2e.md").read_text()
     assert "| ifd | 1 |" in board and "vic.eval_loss: NaN (no_reference_answers)" in board
-    assert "python -m cherrybench.runners.compare --selectors ifd,longest --experiment e2e" in board
+    assert "cherrybench compare --selectors ifd,longest --experiment e2e" in board
     assert parents[0].data.params["evals"] == "heldout:4,vic:2"
 
 
+@pytest.mark.slow
 def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plugin = tmp_path / "flaky_plugin.py"

@@ -49,6 +49,7 @@ def test_repr_filter_rejects_duplicates_and_stops_at_budget():
     assert repr_filter(x, np.arange(12), 1.0, 5) == [0, 1, 2, 3, 4]  # similarity 1 <= tau 1 is accepted
 
 
+@pytest.mark.slow
 def test_deita_selector_on_real_records(ctx):
     pairs = [("How do I bake bread?", "Mix flour, water, yeast and salt, knead, let it rise, and bake at 220C."),
              ("How do I bake bread?", "Mix flour, water, yeast and salt, knead, let it rise, and bake at 220C."),

@@ -28,6 +28,7 @@ def test_record_text():
         record_text(RECORDS[0], "title")
 
 
+@pytest.mark.slow
 def test_minilm_matches_sentence_transformers_and_is_normalised(ctx):
     from sentence_transformers import SentenceTransformer
 
@@ -39,6 +40,7 @@ def test_minilm_matches_sentence_transformers_and_is_normalised(ctx):
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lm_pooling_matches_a_manual_forward(ctx, lm):
     texts = [record_text(r, "instruction") for r in RECORDS[1:3]]
     for pooling in ("mean", "last"):
@@ -51,6 +53,7 @@ def test_lm_pooling_matches_a_manual_forward(ctx, lm):
             np.testing.assert_allclose(row, expected.numpy(), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_cache_resumes_after_interruption(ctx):
     embedder = SentenceTransformerEmbedder()
     first = embed(RECORDS[:3], embedder, "instruction", ctx)  # a run stopped halfway

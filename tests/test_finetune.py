@@ -20,6 +20,7 @@ RECORDS = [Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate([
 ])]
 
 
+@pytest.mark.slow
 def test_labels_mask_everything_but_answers(lm):
     tok = lm.tokenizer
     record = Record("m", [Turn("Q1?", "A one."), Turn("Q2?", "A two.")])
@@ -34,6 +35,7 @@ def test_labels_mask_everything_but_answers(lm):
     assert cut["input_ids"] == (p1 + a1)[: len(p1) + 2] and cut["labels"][-2:] == a1[:2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True])
 def test_training_lowers_loss_on_its_data(tmp_path, ctx, lora):
     config = TrainConfig(max_length=64, epochs=3, batch_size=4, learning_rate=1e-3 if lora else 1e-4,
@@ -63,6 +65,7 @@ def test_brief_experience_picks_mid_perplexity_evenly():
     assert sorted(ppl[picked].tolist()) == [3, 5, 7, 20]
 
 
+@pytest.mark.slow
 def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
     from cherrybench.records import Dataset
     from cherrybench.runners.brief_experience import brief_experience_model
@@ -79,6 +82,7 @@ def test_brief_experience_trains_a_model_that_scores(tmp_path, ctx):
     assert (base != tuned).all()  # scored by the briefly trained model, cached separately
 
 
+@pytest.mark.slow
 def test_generation_prompt_keeps_its_last_max_length_tokens(ctx, lm):
     from cherrybench.evaluate import generate_answers
 
@@ -87,3 +91,20 @@ def test_generation_prompt_keeps_its_last_max_length_tokens(ctx, lm):
     assert len(full) > 40
     expected = lm.tokenizer.decode(lm.generate([full[-40:]], max_new_tokens=3)[0], skip_special_tokens=True).strip()
     assert generate_answers(None, [record], max_new_tokens=3, ctx=ctx, max_length=40) == [expected]
+
+
+def test_device_settings_pin_the_gpu_and_check_bf16(monkeypatch):
+    """`--device cuda:1` must reach the Trainer (it only knows the current CUDA device), and bf16
+    is used only where the GPU supports it. No GPU here: torch.cuda's answers are stood in for."""
+    import torch
+
+    from cherrybench.finetune import device_settings
+
+    assert device_settings("cpu") == {"use_cpu": True, "bf16": False}
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(torch.device(d)))
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+        assert device_settings("cuda:1") == {"use_cpu": False, "bf16": supported}
+    assert made_current == [torch.device("cuda:1")] * 2
+    assert device_settings("cuda")["use_cpu"] is False and len(made_current) == 2  # plain "cuda": left as it is

@@ -12,6 +12,8 @@ import torch
 from cherrybench.metrics.ifd import IFD
 from cherrybench.records import Record, Turn
 
+pytestmark = pytest.mark.slow  # every test here loads a real model
+
 # typed from SPEC, independently of cherrybench.prompts
 WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
               "Write a response that appropriately completes the request.\n\n### Instruction:\n{i}\n\n### Input:\n{x}"

@@ -16,6 +16,7 @@ from cherrybench.metrics.dialogue_judge import DIMENSIONS, DialogueJudge, prompt
 from cherrybench.metrics.instructmining import InstructMining
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.regress.rules import Rule
+from cherrybench.scoring import is_per_record
 from cherrybench.scoring import score
 from cherrybench.runners.select import run_selection
 from cherrybench.selectors import SELECTORS, Budget
@@ -56,6 +57,7 @@ def test_paper_v1_needs_a_reward_model_and_says_so(records, ctx):
             InstructMining(rule=rule).compute(records, ctx)
 
 
+@pytest.mark.slow
 def test_paper_v1_matches_hand_computed_prediction(records, ctx, reward_dir):
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -74,7 +76,7 @@ def test_paper_v1_matches_hand_computed_prediction(records, ctx, reward_dir):
         expected.append(1.0694 - 0.1498 * reward + 8.257e-5 * response_tokens(ctx, a) - 0.9350 * knn6)
     np.testing.assert_allclose(table["instructmining"].to_numpy(), expected, rtol=1e-4, atol=1e-5)
     assert table["instructmining_reason"].isna().all()
-    assert not InstructMining(rule="paper-v1", reward_model=str(reward_dir)).per_record  # KNN is pool-level
+    assert not is_per_record(InstructMining(rule="paper-v1", reward_model=str(reward_dir)))  # KNN is pool-level
 
 
 def learned_rule(tmp_path) -> str:
@@ -114,6 +116,7 @@ def test_rule_with_unregistered_metric_names_it(records, ctx, tmp_path):
         InstructMining(rule=str(tmp_path / "other.json")).compute(records, ctx)
 
 
+@pytest.mark.slow
 def test_dialogue_judge_is_the_expected_digit_rescaled(records, lm, ctx):
     table = DialogueJudge().compute(records[:1], ctx)
     digits = [lm.encode(str(d))[0] for d in range(1, 6)]

@@ -43,6 +43,7 @@ def hand_expected_value(lm, text, low, high):
     return float(np.dot(probs, np.arange(low, high + 1)))
 
 
+@pytest.mark.slow
 def test_deita_readout_equals_hand_computation(ctx, lm):
     records = [RECORDS[2], RECORDS[3]]  # one with an input, one multi-turn
     table = METRICS.get("deita")().compute(records, ctx)
@@ -59,6 +60,7 @@ def test_deita_readout_equals_hand_computation(ctx, lm):
     assert table["deita_reason"].isna().all()
 
 
+@pytest.mark.slow
 def test_alpagasus_readout_uses_digits_zero_to_five(ctx, lm):
     table = METRICS.get("alpagasus")().compute(RECORDS[2:3], ctx)
     for r, record in enumerate(RECORDS[2:3]):
@@ -67,6 +69,7 @@ def test_alpagasus_readout_uses_digits_zero_to_five(ctx, lm):
         assert table.at[r, "alpagasus"] == pytest.approx(hand_expected_value(lm, text, 0, 5), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_generic_judge_template_and_batch_invariance(ctx, lm):
     judge = METRICS.get("judge")(template="Q: {query}\nA: {output}\nRate 1-4: ", low=1, high=4)
     together = judge.compute(RECORDS[:3], ctx)["judge_score"].to_numpy()
@@ -77,6 +80,7 @@ def test_generic_judge_template_and_batch_invariance(ctx, lm):
     assert together[1] == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_long_fields_are_cut_but_the_template_end_stays(ctx, lm):
     long = Record("long", [Turn("Summarise this. " + "word " * 400, "A summary.")])
     judge = METRICS.get("deita")(max_length=128)
@@ -94,6 +98,7 @@ def test_a_digit_that_is_not_one_token_is_an_error():
         digit_token_ids(split_six, 1, 10)
 
 
+@pytest.mark.slow
 def test_subclassing_for_another_prompt(ctx):
     class Naturalness(PromptJudge):
         name = "naturalness_test"

@@ -63,6 +63,7 @@ def test_kcenter_float32_matches_reference_and_seed_matters():
     assert len(kcenter_greedy(x[:5], 10)) == 5
 
 
+@pytest.mark.slow
 def test_kcenter_selector_on_real_records(ctx):
     qs = ["How do I bake bread?", "How do I bake a loaf of bread?", "What is the capital of Peru?",
           "Explain quantum entanglement.", "Write a poem about autumn leaves.", "How can I bake bread at home?"]

@@ -14,6 +14,8 @@ from cherrybench.metrics.knn import KNN
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.scoring import score
 
+pytestmark = pytest.mark.slow  # every test here loads a real model
+
 TEXTS = [
     ("Name a primary colour.", "Red."), ("What is 2 + 2?", "4"), ("Translate 'hello' to French.", "Bonjour."),
     ("Give a synonym of happy.", "Joyful."), ("Write a haiku about rain.", "Soft rain on the roof, / ..."),

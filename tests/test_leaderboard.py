@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from cherrybench.runners import tracking
 from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
 
+pytestmark = pytest.mark.slow  # each test creates an MLflow SQLite store (its migrations take seconds)
+
 
 def log_child(client, exp_id, selector, seed, key, metrics, status="FINISHED", tags=None):
     run = client.create_run(exp_id, tags={tracking.ROLE_TAG: "child", tracking.SELECTOR_TAG: selector,

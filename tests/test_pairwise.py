@@ -23,6 +23,7 @@ def test_both_orders_rule():
     assert outcome(True, False) == outcome(False, True) == "tie"  # position bias cancels out
 
 
+@pytest.mark.slow
 def test_identical_answers_always_tie_with_real_judge(lm):
     """With A == B both orders read the same prompt, so whatever the judge
     prefers is a position, never an answer: every comparison is a tie."""

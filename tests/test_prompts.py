@@ -25,6 +25,7 @@ def test_alpaca_and_plain_strings():
     assert context_pieces(Record("b", [Turn("Hi", "x")]), "plain") == ["Hi\n"]
 
 
+@pytest.mark.slow
 def test_chat_pieces_rebuild_the_template_rendering(lm):
     """Joining piece_t + answer_t over turns gives the template's rendering of
     the whole conversation, and each prefix is the template's prompt for that turn."""

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cherrybench.records import DataError, load_dataset, write_subset
+from cherrybench.outputs import write_subset
+from cherrybench.records import DataError, load_dataset
 
 ALPACA = [
     {"instruction": "Add 2 and 3.", "input": "", "output": "5"},

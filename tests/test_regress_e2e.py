@@ -13,6 +13,8 @@ import pytest
 
 from cherrybench.cli import main
 
+pytestmark = pytest.mark.slow  # every test here loads a real model
+
 
 def write(path, rows):
     path.write_text(json.dumps(rows))
@@ -44,9 +46,25 @@ def test_regress_end_to_end_and_resume(files, capsys, ctx):
     from mlflow.tracking import MlflowClient
 
     root, a, b, ev = files
-    # interrupted: two subsets trained, then the fit fails (too few subsets for the indicators)
-    first = run(root, a, b, ev, 2, "output_length", capsys, expect=2)
-    assert first.err.count("s training)") == 2 and "at least indicators + 2 subsets" in first.err
+    # too few subsets for the indicators: refused before any scoring or training
+    early = run(root, a, b, ev, 2, "output_length", capsys, expect=2)
+    assert "at least indicators + 2 = 3 subsets" in early.err and "training)" not in early.err
+    # interrupted (as by Ctrl-C) after two subsets were trained, before the third started
+    from cherrybench.runners import tracking
+
+    real, calls = tracking.finished_trial, []
+
+    def interrupt_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracking, "finished_trial", interrupt_third)
+        with pytest.raises(KeyboardInterrupt):
+            run(root, a, b, ev, 3, "output_length", capsys)
+    assert capsys.readouterr().err.count("s training)") == 2
     second = run(root, a, b, ev, 3, "output_length", capsys)
     assert second.err.count("(cached)") == 2 and second.err.count("s training)") == 1
 

@@ -34,6 +34,7 @@ def planted(seed: int, n_subsets: int = 30, size: int = 20, noise: float = 0.05)
     return X, y.to_numpy()
 
 
+@pytest.mark.slow  # 300 regressions: about 10 s
 def test_planted_coefficients_covered_at_nominal_rate():
     names = ["const", "a", "b", "c"]
     truth = {"const": TRUE["b0"], "a": TRUE["a"], "b": TRUE["b"], "c": TRUE["c"]}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cherrybench.metrics.deita import DeitaQuality
+from cherrybench.metrics.deita import JudgeQuality
 from cherrybench.metrics.reward import Reward
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.scoring import score_metric
@@ -37,6 +37,7 @@ def direct_reward(path, question, answer):
         return float(model(**tokenizer(question, answer, return_tensors="pt")).logits[0, 0])
 
 
+@pytest.mark.slow
 def test_reward_model_scores_pairs_as_logits0_and_resumes(ctx, tiny_reward_model):
     metric = Reward(reward_model=str(tiny_reward_model))
     half = Dataset(RECORDS[:3], None, "alpaca", "json")
@@ -60,17 +61,21 @@ def test_missing_reward_model_directory_is_a_clear_error(ctx, tmp_path):
         Reward(reward_model=str(tmp_path)).fingerprints(ctx)
 
 
+@pytest.mark.slow
 def test_without_a_reward_model_the_judge_quality_stands_in(ctx, caplog):
-    import cherrybench.metrics.reward as reward_module
+    """The fallback is a declared input: scored first by the core, said once per scoring."""
+    from cherrybench.records import Dataset
+    from cherrybench.scoring import score_metric
 
-    reward_module._fallback_said = False
     records = RECORDS[:2]
-    with caplog.at_level(logging.WARNING, logger="cherrybench.metrics.reward"):
-        table = Reward().compute(records, ctx)
-        Reward().compute(records[:1], ctx)
+    assert [m.name for m in Reward().inputs()] == ["judge_quality"]
+    assert Reward(reward_model="x").inputs() == []
+    with caplog.at_level(logging.WARNING, logger="cherrybench.scoring"):
+        table = score_metric(Dataset(records, None, "alpaca", "json"), Reward(), ctx, use_cache=False)
     said = [r for r in caplog.records if "no --reward-model" in r.getMessage()]
     assert len(said) == 1  # said once
-    quality = DeitaQuality().compute(records, ctx)
+    quality = JudgeQuality().compute(records, ctx)
     np.testing.assert_allclose(table["reward"], quality["judge_quality"], atol=1e-9)
     assert (table["reward_source"] == "judge_quality").all()
+    table = table.reset_index(drop=True)
     assert list(table.columns) == ["reward", "reward_source", "reward_reason"]

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cherrybench.cache import ShardStore
 from cherrybench.context import Context
 from cherrybench.metrics.ifd import IFD
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.scoring import score
+
+pytestmark = pytest.mark.slow  # every test here loads a real model
 
 CHUNK = 3
 

@@ -55,10 +55,26 @@ def test_longest_breaks_ties_by_id():
 def test_topk_either_direction_and_threshold():
     scores = table(ppl=[3.0, 1.0, 2.0, np.nan], ifd_reason=[None, None, None, "prompt_too_long"])
     assert SELECTORS.get("topk")(column="ppl", descending=False).select(scores, Budget.parse("2"), None).ids == ["r1", "r2"]
-    assert SELECTORS.get("topk")(column="ppl").select(scores, Budget.parse("1"), None).ids == ["r0"]
-    sel = SELECTORS.get("threshold")(column="ppl", minimum=1.5).select(scores, Budget.parse("0.99"), None)
+    assert SELECTORS.get("topk")(column="ppl", descending=True).select(scores, Budget.parse("1"), None).ids == ["r0"]
+    with pytest.raises(ValueError, match="column 'ppl' declares no direction"):  # ppl is "none": say which way
+        SELECTORS.get("topk")(column="ppl").select(scores, Budget.parse("1"), None)
+    sel = SELECTORS.get("threshold")(column="ppl", minimum=1.5, descending=True).select(scores, Budget.parse("0.99"), None)
     assert sel.ids == ["r0", "r2"]
     assert sel.report["excluded"] == {"no_ppl:prompt_too_long": 1, "ppl<1.5": 1}
+
+
+def test_ranking_follows_the_declared_direction():
+    """Without `descending`, topk ranks by the direction the metric declares for the column."""
+    from cherrybench.metrics import METRICS
+
+    assert METRICS.get("ifd").columns["ifd"] == "higher" and METRICS.get("instructmining").columns["instructmining"] == "lower"
+    ifd = table(ifd=[0.2, 0.9, 0.5], ifd_reason=[None] * 3)
+    assert SELECTORS.get("topk")(column="ifd").select(ifd, Budget.parse("2"), None).ids == ["r1", "r2"]
+    mined = table(instructmining=[0.2, 0.9, 0.5], instructmining_reason=[None] * 3)
+    selector = SELECTORS.get("topk")(column="instructmining")
+    selector.requires = lambda: [METRICS.get("instructmining")(rule="paper-v1")]  # building it loads no rule
+    assert selector.select(mined, Budget.parse("2"), None).ids == ["r0", "r2"]
+    assert SELECTORS.get("instructmining")().select(mined, Budget.parse("2"), None).ids == ["r0", "r2"]
 
 
 def test_random_is_seeded_and_in_input_order():

@@ -31,6 +31,7 @@ def test_lazy_greedy_matches_naive_greedy(seed):
     assert facility_location(unit, 12) == naive_facility_location(unit, 12)
 
 
+@pytest.mark.slow
 def test_real_run_selects_from_the_ifd_top(ctx):
     pairs = [("Explain why the sky is blue.", "Sunlight scatters off air molecules; blue light scatters most."),
              ("Explain why the sky looks blue.", "Air molecules scatter blue sunlight more than red light."),

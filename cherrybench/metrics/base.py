@@ -12,8 +12,11 @@ from cherrybench.fingerprint import hash_json
 from cherrybench.params import Parameterized
 from cherrybench.records import Record
 from cherrybench.registry import Registry
+from cherrybench.scoring import is_per_record
 
 NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
+# bumped when the scoring core changes what every metric outputs (2: blank answers are NaN empty_answer)
+SCORING_CORE_VERSION = 2
 
 
 class Metric(Parameterized):
@@ -31,6 +34,7 @@ class Metric(Parameterized):
     """
 
     name: ClassVar[str]
+    kind = "metric"  # names the owner in parameter errors (Parameterized.check_params)
     version: ClassVar[int] = 1
     columns: ClassVar[dict[str, str]] = {}
     needs: ClassVar[tuple[str, ...]] = ()
@@ -50,16 +54,29 @@ class Metric(Parameterized):
         """Fingerprints of the models this metric reads; part of the cache key."""
         return {}
 
+    def inputs(self) -> list["Metric"]:
+        """Metrics whose columns this one is derived from. Scoring computes them
+        first (cached as usual) and calls `compute(records, ctx, inputs=table)`
+        with their columns for exactly these records, in order."""
+        return []
+
     def cache_key(self, ctx, pool_fingerprint: str | None = None) -> str:
         params = {k: v for k, v in self.get_params().items() if k not in self.volatile}
-        payload = {"metric": self.name, "version": self.version, "params": params,
+        payload = {"metric": self.name, "version": self.version, "core": SCORING_CORE_VERSION, "params": params,
                    "models": self.fingerprints(ctx)}
-        if not self.per_record:
+        plugin_sources = _plugin_sources(type(self))
+        if plugin_sources:  # a plugin's compute may change without a version bump
+            payload["plugin_source"] = plugin_sources
+        derived = self.inputs()
+        if derived:
+            payload["inputs"] = [m.cache_key(ctx, pool_fingerprint) for m in derived]
+        if not is_per_record(self):
             payload["pool"] = pool_fingerprint
         return hash_json(payload, where=f"metric {self.name!r} parameters")
 
     def compute(self, records: list[Record], ctx) -> pd.DataFrame:
-        """One row per record, in order, with `output_columns`; NaN plus a reason where unscorable."""
+        """One row per record, in order, with `output_columns`; NaN plus a reason where unscorable.
+        A derived metric (see `inputs`) takes a third argument, `inputs`: the input columns."""
         raise NotImplementedError
 
     def warnings(self, table: pd.DataFrame) -> list[str]:
@@ -79,6 +96,32 @@ class Metric(Parameterized):
         row = {c: np.nan for c in self.columns}
         row[self.reason_column] = reason
         return row
+
+
+_SOURCE_DIGESTS: dict[type, list] = {}
+
+
+def _plugin_sources(cls: type) -> list:
+    """sha256 of the source file of every class in `cls`'s hierarchy that lives outside
+    the cherrybench package (a --plugin file, an entry-point package), read once per
+    class, i.e. the code as loaded; None for a class whose source cannot be found."""
+    if cls not in _SOURCE_DIGESTS:
+        import hashlib
+        import inspect
+
+        digests = []
+        for klass in cls.__mro__:
+            module = klass.__module__
+            if module == "builtins" or module == "cherrybench" or module.startswith("cherrybench."):
+                continue
+            try:
+                path = inspect.getsourcefile(klass)
+                digest = hashlib.sha256(open(path, "rb").read()).hexdigest() if path else None
+            except (TypeError, OSError):
+                digest = None
+            digests.append([klass.__qualname__, digest])  # not the module name: a plugin's depends on its path
+        _SOURCE_DIGESTS[cls] = digests
+    return _SOURCE_DIGESTS[cls]
 
 
 def validate_metric(cls) -> None:

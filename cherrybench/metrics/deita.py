@@ -50,8 +50,8 @@ class Deita(PromptJudge):
 
 
 @register_metric()
-class DeitaQuality(PromptJudge):
-    """Deita quality alone (mean over turns): the reward fallback when no reward model is set."""
+class JudgeQuality(PromptJudge):
+    """The judge's quality of each answer (Deita's quality prompt alone, mean over turns): eval answers and the reward fallback."""
 
     name = "judge_quality"
     columns = {"judge_quality": "higher"}

@@ -29,9 +29,12 @@ class IFD(Metric):
     def fingerprints(self, ctx) -> dict:
         return {"lm": ctx.model_ref(self.model).fingerprint}
 
+    def check_params(self) -> None:
+        self.check_choice("prompt", PROMPT_FORMATS)
+        self.check_number("max_length", 2, integer=True)
+
     def compute(self, records, ctx):
-        if self.prompt not in PROMPT_FORMATS:
-            raise ValueError(f"metric ifd: prompt must be one of {PROMPT_FORMATS}, got {self.prompt!r}")
+        self.check_params()  # also run by from_options, before any scoring
         lm = ctx.lm(self.model)
         if lm.max_positions and self.max_length > lm.max_positions:
             raise ValueError(f"--max-length {self.max_length} exceeds the model's {lm.max_positions} positions")

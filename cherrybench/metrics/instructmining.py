@@ -1,7 +1,8 @@
 """InstructMining's rule as a metric: each record's predicted log eval loss
 under a linear rule (a fitted rule file, or the published `paper-v1` /
-`paper-v2`). Lower is better. The indicators are scored through the common
-scoring core, so they are cached and shared with every other use.
+`paper-v2`). Lower is better. The indicators are the metric's declared inputs:
+the scoring core scores them first (cached, shared with every other use) and
+hands their columns over.
 
 A rule whose indicators cannot be computed here fails before any scoring and
 names the missing ones. A record with a missing indicator gets NaN and the
@@ -21,7 +22,7 @@ class InstructMining(Metric):
     name = "instructmining"
     columns = {"instructmining": "lower"}
     needs = ("lm", "embedder", "judge", "reward")
-    chunk_size = 100_000  # the indicators chunk their own work; a pool-level one needs the whole pool
+    chunk_size = 4096  # a linear rule over columns already scored: cheap per record
 
     def __init__(self, rule: str = "paper-v1", model: str | None = None, judge: str | None = None,
                  reward_model: str | None = None, embedder: str | None = None, max_length: int | None = None):
@@ -36,6 +37,9 @@ class InstructMining(Metric):
         return {"model": self.model, "judge": self.judge, "reward_model": self.reward_model,
                 "embedder": self.embedder, "max_length": self.max_length}
 
+    def check_params(self) -> None:
+        self.load()  # the rule file exists, parses, and its indicators can be scored with these settings
+
     def load(self):
         from cherrybench.regress.rules import load_rule
 
@@ -45,34 +49,22 @@ class InstructMining(Metric):
             raise ValueError(f"rule {self.rule!r} needs indicators that are not available: " + "; ".join(missing))
         return rule
 
-    def indicator_metrics(self, rule=None) -> list:
+    def inputs(self) -> list:
+        """The rule's indicators: scored (and cached) by the scoring core before this metric."""
         from cherrybench.regress.indicators import build_metrics
 
-        rule = rule or self.load()
-        return build_metrics(rule.indicators, self.overrides())
-
-    @property
-    def per_record(self) -> bool:  # pool-level when one of its indicators is (KNN)
-        return all(m.per_record for m in self.indicator_metrics())
+        return build_metrics(self.load().indicators, self.overrides())
 
     def fingerprints(self, ctx) -> dict:
-        from cherrybench.fingerprint import hash_json
+        return {"rule": self.load().fingerprint}  # the indicators' keys enter through `inputs`
 
-        rule = self.load()
-        return {"rule": rule.fingerprint,
-                **{m.name: hash_json({"params": m.get_params(), "models": m.fingerprints(ctx)})
-                   for m in self.indicator_metrics(rule)}}
-
-    def compute(self, records, ctx):
+    def compute(self, records, ctx, inputs=None):
         import numpy as np
 
-        from cherrybench.records import Dataset
         from cherrybench.regress.indicators import indicator_values
-        from cherrybench.scoring import score
 
         rule = self.load()
-        table = score(Dataset(records, None, "alpaca", "json"), self.indicator_metrics(rule), ctx)
-        values, reasons = indicator_values(table, rule.indicators)
+        values, reasons = indicator_values(inputs, rule.indicators)
         predicted = rule.predict(values).to_numpy()
         rows = [{"instructmining": float(p), self.reason_column: None} if np.isfinite(p) and why is None
                 else self.nan_row(why or "nan_prediction") for p, why in zip(predicted, reasons)]

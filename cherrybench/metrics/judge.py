@@ -169,3 +169,12 @@ class Judge(PromptJudge):
         self.template = template
         self.low = low
         self.high = high
+
+    def check_params(self) -> None:
+        self.check_number("low", 0, 9, integer=True)
+        self.check_number("high", 0, 9, integer=True)
+        if self.low >= self.high:
+            raise ValueError(f"metric 'judge': digits must satisfy 0 <= low < high <= 9, got {self.low}..{self.high}")
+        if not isinstance(self.template, str):
+            raise ValueError(f"metric 'judge': parameter template must be a string, got {self.template!r}")
+        template_fields(self.template)

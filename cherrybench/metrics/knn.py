@@ -34,6 +34,12 @@ class KNN(Metric):
         self.distance = distance
         self.n_jobs = n_jobs
 
+    def check_params(self) -> None:
+        from cherrybench.embedders import TEXTS
+
+        self.check_number("k", 1, integer=True)
+        self.check_choice("text", TEXTS)
+
     def fingerprints(self, ctx) -> dict:
         from cherrybench.embedders import resolve_embedder
 
@@ -44,8 +50,7 @@ class KNN(Metric):
 
         from cherrybench.embedders import embed
 
-        if self.k < 1:
-            raise ValueError(f"metric knn: k must be at least 1, got {self.k!r}")
+        self.check_params()  # also run by from_options, before any scoring
         column = "knn_distance"
         if len(records) <= self.k:
             return self.frame([self.nan_row(f"pool_smaller_than_{self.k + 1}")] * len(records))

@@ -66,9 +66,11 @@ class MTLD(Metric):
     def __init__(self, threshold: float = 0.72):
         self.threshold = threshold
 
+    def check_params(self) -> None:
+        self.check_number("threshold", 0, 1, low_open=True, high_open=True)
+
     def compute(self, records, ctx):
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"metric mtld: threshold must be in (0, 1), got {self.threshold!r}")
+        self.check_params()  # also run by from_options, before any scoring
         rows = []
         for record in records:
             tokens = words("\n".join(t.output for t in record.turns))

@@ -2,8 +2,10 @@
 classifier reads the pair and its `logits[0]` is the score (OpenAssistant
 DeBERTa reward models). Multi-turn records: mean over turns (ours).
 
-Without a reward model the judge's Deita quality score stands in (said once
-in the log); the `reward_source` column records which one produced each score.
+Without a reward model the judge's Deita quality score stands in: it is then
+this metric's declared input (scored and cached by the scoring core first),
+said once per scoring in the log; `reward_source` records which one produced
+each score.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import numpy as np
 
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.base import Metric
-from cherrybench.metrics.deita import DeitaQuality
+from cherrybench.metrics.deita import JudgeQuality
 
 log = logging.getLogger(__name__)
-_fallback_said = False
 
 
 class RewardModel:
@@ -86,15 +87,18 @@ class Reward(Metric):
                                     "(a local sequence-classification model; nothing is downloaded)")
         return path
 
-    def _fallback(self) -> DeitaQuality:
-        return DeitaQuality(judge=self.judge, max_length=max(self.max_length, 2048))
+    def inputs(self) -> list:
+        """The judge's quality score, only when no reward model is set (the fallback)."""
+        if self.reward_model:
+            return []
+        return [JudgeQuality(judge=self.judge, max_length=max(self.max_length, 2048))]
 
     def fingerprints(self, ctx) -> dict:
         if self.reward_model:
             from cherrybench.models import directory_fingerprint
 
             return {"reward": directory_fingerprint(self._path())}
-        return self._fallback().fingerprints(ctx)
+        return {}  # the fallback judge's key enters through `inputs`
 
     def model(self, ctx) -> RewardModel:
         path = self._path()
@@ -102,16 +106,10 @@ class Reward(Metric):
             path, device=ctx.device, batch_size=self.batch_size, max_length=self.max_length,
             trust_remote_code=ctx.trust_remote_code))
 
-    def compute(self, records, ctx):
-        global _fallback_said
+    def compute(self, records, ctx, inputs=None):
         if not self.reward_model:
-            if not _fallback_said:
-                log.warning("reward: no --reward-model set; using the judge's Deita quality score (1..6) instead "
-                            "(column reward_source = judge_quality)")
-                _fallback_said = True
-            quality = self._fallback().compute(records, ctx)
-            values = quality["judge_quality"].to_numpy()
-            reasons = quality[self._fallback().reason_column].tolist()
+            values = inputs["judge_quality"].to_numpy()
+            reasons = [r if isinstance(r, str) else None for r in inputs["judge_quality_reason"]]
         else:
             model = self.model(ctx)
             questions, answers, owners = [], [], []
@@ -131,3 +129,9 @@ class Reward(Metric):
         frame = self.frame(rows)
         frame["reward_source"] = self.source
         return frame
+
+    def warnings(self, table) -> list[str]:
+        if self.reward_model:
+            return []
+        return ["no --reward-model set; the judge's Deita quality score (1..6) stands in "
+                "(column reward_source = judge_quality)"]

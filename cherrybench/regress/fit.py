@@ -122,28 +122,3 @@ def fit_rule(X: pd.DataFrame, y, eliminate: bool = False, alpha: float = 0.05) -
         fitted=np.asarray(result.fittedvalues, dtype=np.float64), loo_predicted=loo,
         eliminated=eliminated, dropped=dropped, result=result,
     )
-
-
-def predicted_vs_actual(y, fit: Fit, out) -> None:
-    """Scatter of fitted and leave-one-out predictions against the actual log loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.asarray(y, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(y, fit.fitted, label=f"fitted (R2 {fit.r2:.3f})", color="#1f77b4")
-    ax.scatter(y, fit.loo_predicted, label=f"leave-one-out (CV R2 {fit.cv_r2:.3f})", color="#d62728", marker="x")
-    finite = np.concatenate([y, fit.fitted, fit.loo_predicted])
-    finite = finite[np.isfinite(finite)]
-    low, high = float(finite.min()), float(finite.max())
-    pad = 0.05 * (high - low or 1.0)
-    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#888888", linewidth=1)
-    ax.set_xlabel("actual log eval loss")
-    ax.set_ylabel("predicted log eval loss")
-    ax.set_title(f"InstructMining fit, {fit.n} subsets")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)

@@ -41,12 +41,9 @@ class Rule:
         return hash_json({k: v for k, v in self.to_dict().items() if k in ("intercept", "coefficients", "indicators")})
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=float) + "\n")
-        tmp.replace(path)
-        return path
+        from cherrybench.store import atomic_write_text
+
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=float) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "rule") -> "Rule":

@@ -1,7 +1,8 @@
 """Cherry LLM stage 1 ("brief experience", optional): cluster the pool's
 instructions, pick a few mid-perplexity records per cluster, fine-tune one
 epoch with the common path, and score IFD with the resulting model. Its
-scores are cached under that model's own fingerprint."""
+scores are cached under that model's own fingerprint; the pick and the model
+are content-keyed artifacts (`cherrybench.store`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cherrybench.fingerprint import hash_json
-from cherrybench.paths import cache_dir
+from cherrybench.finetune import TrainConfig, finetuned_model
 from cherrybench.prompts import context_pieces
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.finetune import TrainConfig, finetune
+from cherrybench.store import ArtifactStore
 
 
 def instruction_embeddings(records: list[Record], lm, prompt: str, max_length: int) -> np.ndarray:
@@ -48,8 +48,30 @@ def pick_per_cluster(labels: np.ndarray, perplexity: np.ndarray, per_cluster: in
     return sorted(chosen)
 
 
+PICKS = ArtifactStore("brief_experience")  # which records each pool's brief experience trains on
+PICK_VERSION = 1
+
+
 def brief_experience_model(pool: Dataset, train: TrainConfig, ctx, clusters: int = 100, per_cluster: int = 10) -> Path:
-    """The briefly trained model's directory (trained once, then reused)."""
+    """The briefly trained model's directory (trained once, then reused). The pick
+    (clusters, mid-perplexity records) is stored by content, keyed by the pool's
+    record hashes, the scoring model and the settings, so a rerun skips it; the
+    model comes from the common content-keyed fine-tune store."""
+    config = replace(train, epochs=1.0)
+    scorer = ctx.model_ref(train.model).fingerprint  # the model ctx.lm(train.model) embeds and scores with
+    payload = {"artifact": "brief_experience_pick", "version": PICK_VERSION, "model": scorer,
+               "prompt": train.prompt, "max_length": train.max_length, "seed": train.seed, "clusters": clusters,
+               "per_cluster": per_cluster, "pool": [r.content_hash for r in pool.records]}
+    picked = PICKS.get_json(payload)
+    if picked is None:
+        picked = _pick(pool, train, ctx, clusters, per_cluster)
+        PICKS.put_json(payload, picked)
+    records = [pool.records[i] for i in picked]
+    return finetuned_model(records, config, progress=ctx.progress, ctx=ctx)
+
+
+def _pick(pool: Dataset, train: TrainConfig, ctx, clusters: int, per_cluster: int) -> list[int]:
+    """Cluster the instructions, then pick mid-perplexity records per cluster (positions in the pool)."""
     from sklearn.cluster import KMeans
 
     from cherrybench.metrics.ifd import InstructionPPL
@@ -60,8 +82,4 @@ def brief_experience_model(pool: Dataset, train: TrainConfig, ctx, clusters: int
     k = min(clusters, len(pool.records))
     labels = KMeans(n_clusters=k, random_state=train.seed, n_init=10).fit_predict(embeddings)
     ppl = score(pool, [InstructionPPL(model=train.model, max_length=train.max_length)], ctx)["instruction_ppl"]
-    picked = pick_per_cluster(labels, ppl.to_numpy(float), per_cluster)
-    records = [pool.records[i] for i in picked]
-    config = replace(train, epochs=1.0)
-    key = hash_json([config.fingerprint(lm.fingerprint), [r.content_hash for r in records]])[:24]
-    return finetune(records, config, cache_dir() / "brief_experience" / key, progress=ctx.progress)
+    return [int(i) for i in pick_per_cluster(labels, ppl.to_numpy(float), per_cluster)]

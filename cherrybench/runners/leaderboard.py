@@ -20,16 +20,13 @@ TIMING = ("scoring_seconds", "training_seconds", "eval_seconds")
 
 
 def child_runs(client, experiment: str) -> pd.DataFrame:
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ValueError(f"no MLflow experiment named {experiment!r}")
+    """One row per finished trial: selector, seed, metrics, and NaN metrics with their reasons."""
     rows = []
-    for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE_TAG}` = 'child' "
-                                  "and attributes.status = 'FINISHED'", max_results=10000):
+    for run in tracking.finished_trials(client, experiment):
         row = {"selector": run.data.tags.get(tracking.SELECTOR_TAG), "seed": run.data.tags.get(tracking.SEED_TAG),
                "key": run.data.tags.get(tracking.KEY_TAG), "start": run.info.start_time}
         row.update(run.data.metrics)
-        nan = {k[len(tracking.NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(tracking.NAN_TAG)}
+        nan = tracking.nan_reasons(run)
         row.update({metric: np.nan for metric in nan})
         row["notes"] = "; ".join(f"{metric}: NaN ({why})" for metric, why in sorted(nan.items()))
         rows.append(row)
@@ -93,13 +90,6 @@ def write_leaderboard(board: pd.DataFrame, experiment: str, out_dir: Path, comma
     return md, csv
 
 
-def latest_command(client, experiment: str) -> str | None:
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE_TAG}` = 'parent'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags.get(tracking.COMMAND_TAG) if runs else None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -110,7 +100,8 @@ def run(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     client = tracking.check_tracking(uri)
     board = build_leaderboard(client, args.experiment)
-    md, csv = write_leaderboard(board, args.experiment, Path(args.out_dir), latest_command(client, args.experiment))
+    md, csv = write_leaderboard(board, args.experiment, Path(args.out_dir),
+                                tracking.latest_command(client, args.experiment))
     print(md.read_text())
     print(f"wrote {md} and {csv}")
     return 0

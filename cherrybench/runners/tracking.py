@@ -1,17 +1,25 @@
-"""MLflow plumbing for comparisons: choosing and checking the tracking store
-(fail fast, before any scoring or training), finding finished child runs so an
-interrupted comparison resumes, and the plots each run carries."""
+"""Every MLflow call of cherrybench, in one place: choosing and checking the
+tracking store (fail fast, before any scoring or training), experiments,
+parent and trial runs, params without unset values, metrics whose NaN carries
+a reason, artifacts, and finding finished trials so an interrupted run
+resumes. The runners orchestrate; they do not talk to MLflow themselves."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 KEY_TAG = "cherrybench.key"
 SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
 COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
+MODEL_DIR_TAG = "cherrybench.model_dir"
 NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
 
 
@@ -26,12 +34,12 @@ def check_tracking(uri: str, timeout_s: int = 5):
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     # no retries and a short timeout for this probe only; later logging keeps MLflow's own retry policy
     probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
     saved = {k: os.environ.get(k) for k in probe}
     os.environ.update(probe)
     try:
+        client = MlflowClient(uri)  # MLflow refuses some stores here already (a file store, an unknown scheme)
         client.search_experiments(max_results=1)
     except Exception as exc:  # any failure here means no run could be logged
         text = str(exc).splitlines()[0][:200] if str(exc) else ""
@@ -56,62 +64,105 @@ def experiment_id(client, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def finished_child(client, exp_id: str, key: str):
-    """The latest FINISHED run with this key, or None."""
+def finished_trial(client, exp_id: str, key: str):
+    """The latest FINISHED trial run with this key, or None."""
     runs = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
-def score_histogram(values, kept_mask, column: str, title: str, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    kept_mask = np.asarray(kept_mask, dtype=bool)
-    finite = np.isfinite(values)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bins = np.histogram_bin_edges(values[finite], bins=30) if finite.any() else 10
-    ax.hist(values[finite], bins=bins, color="#bbbbbb", label="pool")
-    ax.hist(values[finite & kept_mask], bins=bins, color="#d62728", label="selected")
-    ax.set_xlabel(column)
-    ax.set_ylabel("records")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+def finished_trials(client, experiment: str) -> list:
+    """Every FINISHED trial run of an experiment (the leaderboard's rows come from these)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment named {experiment!r}")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'child' "
+                              "and attributes.status = 'FINISHED'", max_results=10000)
 
 
-def jaccard_heatmap(selections: dict[str, list[str]], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(selections)
-    sets = [set(selections[n]) for n in names]
-    matrix = np.array([[len(a & b) / len(a | b) if a | b else 1.0 for b in sets] for a in sets])
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
-    image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
-    ax.set_title("selection overlap (Jaccard)")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+def nan_reasons(run) -> dict[str, str]:
+    """metric name -> why it is NaN, from a run's tags."""
+    return {k[len(NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(NAN_TAG)}
 
 
-def jaccard(a, b) -> float:
-    a, b = set(a), set(b)
-    return len(a & b) / len(a | b) if a | b else 1.0
+def latest_command(client, experiment: str) -> str | None:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].data.tags.get(COMMAND_TAG) if runs else None
+
+
+@contextmanager
+def parent_run(exp_id: str, name: str, command: str):
+    import mlflow
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags={COMMAND_TAG: command, ROLE_TAG: "parent"}) as run:
+        yield run
+
+
+@contextmanager
+def trial_run(exp_id: str, parent_id: str, name: str, key: str, tags: dict | None = None):
+    """A nested run for one trial, found again by `key` when the run is resumed."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent_id,
+                          tags={KEY_TAG: key, ROLE_TAG: "child", **(tags or {})}) as run:
+        yield run
+
+
+def log_params(params: dict) -> None:
+    """Params without unset values (MLflow would show the string 'None')."""
+    import mlflow
+
+    mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+
+def log_metrics(metrics: dict) -> None:
+    """Finite metrics as metrics; a NaN or missing one as a tag saying so, never a silent 0."""
+    import mlflow
+
+    for name, value in metrics.items():
+        if value is None or not np.isfinite(value):
+            mlflow.set_tag(f"{NAN_TAG}{name}", "not_finite")
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+
+
+def log_nan_reason(metric: str, reason: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(f"{NAN_TAG}{metric}", reason)
+
+
+def set_tag(name: str, value: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(name, value)
+
+
+def log_file(path: Path) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path))
+
+
+def log_json(obj, name: str) -> None:
+    """A JSON artifact of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+        log_file(path)
+
+
+def log_files(write) -> None:
+    """Call write(tmp_dir) and log every file it leaves there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write(tmp)
+        for path in sorted(tmp.iterdir()):
+            log_file(path)
+
+
+def read_json_artifact(run, name: str):
+    import mlflow
+
+    return json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name)).read_text())

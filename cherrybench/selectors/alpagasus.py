@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from cherrybench.metrics.alpagasus import AlpaGasus
 from cherrybench.selectors import register_selector
-from cherrybench.selectors.base import Budget, Selection, Selector, nan_exclusions, rank, report, require_columns
+from cherrybench.selectors.base import RankingSelector
 
 
 @register_selector()
-class AlpaGasusSelector(Selector):
+class AlpaGasusSelector(RankingSelector):
     """AlpaGasus: judge accuracy rating >= threshold, best first, up to the budget."""
 
     name = "alpagasus"
+    column = "alpagasus"
 
     def __init__(self, judge: str | None = None, threshold: float = 4.5, chat: bool = False,
                  max_length: int = 2048):
@@ -24,13 +25,5 @@ class AlpaGasusSelector(Selector):
     def requires(self):
         return [AlpaGasus(judge=self.judge, chat=self.chat, max_length=self.max_length)]
 
-    def select(self, scores, budget: Budget, ctx) -> Selection:
-        require_columns(scores, ["alpagasus"], self.name)
-        ok, excluded = nan_exclusions(scores, "alpagasus")
-        low = ok & (scores["alpagasus"].astype(float) < self.threshold)
-        excluded[f"alpagasus<{self.threshold:g}"] += int(low.sum())
-        ok &= ~low
-        k = budget.resolve(len(scores))
-        ids = rank(scores[ok], "alpagasus", descending=True)["id"].head(k).tolist()
-        excluded["over_budget"] += int(ok.sum()) - len(ids)
-        return Selection(ids, report(self, scores, ids, excluded, budget, "alpagasus"))
+    def filters(self, scores):
+        return [(f"alpagasus<{self.threshold:g}", scores["alpagasus"].astype(float) < self.threshold)]

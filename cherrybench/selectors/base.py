@@ -3,6 +3,7 @@ report of what was kept and what was excluded, and why."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -22,13 +23,28 @@ class Budget:
 
     @classmethod
     def parse(cls, text) -> "Budget":
+        """`--budget`'s value: a positive whole count or a fraction strictly between 0 and 1."""
+        if isinstance(text, Budget):
+            return text
+        expected = "a positive count (e.g. 1000) or a fraction in (0, 1) (e.g. 0.05)"
         try:
             value = float(text)
         except (TypeError, ValueError):
-            raise ValueError(f"budget must be a count (e.g. 1000) or a fraction in (0, 1) (e.g. 0.05), got {text!r}")
-        if value <= 0 or (value >= 1 and value != int(value)):
-            raise ValueError(f"budget must be a positive count or a fraction in (0, 1), got {text!r}")
+            raise ValueError(f"--budget must be {expected}, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0 or (value >= 1 and not value.is_integer()):
+            raise ValueError(f"--budget must be {expected}, got {text!r}")
         return cls(value)
+
+    def check(self, n: int, what: str = "records") -> int:
+        """`resolve(n)`, refusing a budget that keeps nothing of `n` records (a fraction
+        that rounds to 0, or an empty pool): such a run could only give an empty result."""
+        k = self.resolve(n)
+        if k < 1:
+            if n < 1:
+                raise ValueError(f"--budget {self}: there are no {what} to select from")
+            raise ValueError(f"--budget {self} of {n} {what} rounds to 0 records; "
+                             f"give a count, or a fraction above {0.5 / n:.3g}")
+        return k
 
     @property
     def is_fraction(self) -> bool:
@@ -55,6 +71,7 @@ class Selector(Parameterized):
     `requires` (the metrics whose columns it reads) and `select`."""
 
     name: ClassVar[str]
+    kind = "selector"  # names the owner in parameter errors (Parameterized.check_params)
 
     def requires(self) -> list:
         """Metric instances to score before selecting (names resolve in the metric registry)."""
@@ -62,6 +79,62 @@ class Selector(Parameterized):
 
     def select(self, scores: pd.DataFrame, budget: Budget, ctx) -> Selection:
         raise NotImplementedError
+
+
+class RankingSelector(Selector):
+    """A selector that ranks records by one score column and keeps the best.
+
+    The shared ending of topk, threshold, ifd, alpagasus, longest,
+    instructmining and deita: require the column, exclude NaN rows (counted by
+    reason), apply `filters`, rank best first in the column's declared
+    direction (ties by id, so the result is deterministic) and let `pick` cut
+    the ranked candidates to the budget. Subclasses set `column` (or override
+    `score_column`), and override `filters` or `pick` where the method differs.
+    """
+
+    column: ClassVar[str] = ""
+
+    def score_column(self) -> str:
+        return self.column
+
+    def higher_is_better(self) -> bool:
+        """True when higher is better, from the direction the metric declares for the column."""
+        column = self.score_column()
+        for metric in self.requires():
+            direction = type(metric).columns.get(column)
+            if direction in ("higher", "lower"):
+                return direction == "higher"
+        raise ValueError(f"selector {self.name!r}: column {column!r} declares no direction (higher or lower); "
+                         "say which way is better with --param descending=true or false")
+
+    def filters(self, scores: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+        """(reason, mask of rows to exclude) pairs applied after the NaN exclusion."""
+        return []
+
+    def budget_base(self, scores: pd.DataFrame, usable: pd.Series) -> int:
+        """How many records the budget's fraction is taken of (the whole table by default)."""
+        return len(scores)
+
+    def pick(self, ranked: pd.DataFrame, k: int, ctx, excluded: Counter) -> list[str]:
+        """The ids kept from the ranked candidates; counts what it leaves out in `excluded`."""
+        ids = ranked["id"].head(k).tolist()
+        excluded["over_budget"] += len(ranked) - len(ids)
+        return ids
+
+    def report_extra(self) -> dict:
+        return {}
+
+    def select(self, scores: pd.DataFrame, budget: Budget, ctx) -> Selection:
+        column = self.score_column()
+        require_columns(scores, [column], self.name)
+        usable, excluded = nan_exclusions(scores, column)
+        for reason, mask in self.filters(scores):
+            dropped = usable & mask
+            excluded[reason] += int(dropped.sum())
+            usable &= ~dropped
+        ranked = rank(scores[usable], column, self.higher_is_better())
+        ids = self.pick(ranked, budget.resolve(self.budget_base(scores, usable)), ctx, excluded)
+        return Selection(ids, report(self, scores, ids, excluded, budget, column, extra=self.report_extra()))
 
 
 def validate_selector(cls) -> None:

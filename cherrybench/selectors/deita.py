@@ -10,15 +10,15 @@ from cherrybench.diversity import normalize, repr_filter
 from cherrybench.embedders import embed
 from cherrybench.metrics.deita import Deita
 from cherrybench.selectors import register_selector
-from cherrybench.selectors.base import (Budget, Selection, Selector, nan_exclusions, rank, records_for, report,
-                                        require_columns)
+from cherrybench.selectors.base import RankingSelector, records_for
 
 
 @register_selector()
-class DeitaSelector(Selector):
+class DeitaSelector(RankingSelector):
     """Deita: evol_score order, skip records too similar (cosine > tau) to one already kept."""
 
     name = "deita"
+    column = "evol_score"
 
     def __init__(self, judge: str | None = None, embedder: str | None = None, text: str = "conversation",
                  tau: float = 0.9, chat: bool = False, max_length: int = 2048):
@@ -29,14 +29,16 @@ class DeitaSelector(Selector):
         self.chat = chat
         self.max_length = max_length
 
+    def check_params(self) -> None:
+        from cherrybench.embedders import TEXTS
+
+        self.check_number("tau", 0, 1, low_open=True)
+        self.check_choice("text", TEXTS)
+
     def requires(self):
         return [Deita(judge=self.judge, chat=self.chat, max_length=self.max_length)]
 
-    def select(self, scores, budget: Budget, ctx) -> Selection:
-        require_columns(scores, ["evol_score"], self.name)
-        ok, excluded = nan_exclusions(scores, "evol_score")
-        ranked = rank(scores[ok], "evol_score", descending=True)
-        k = budget.resolve(len(scores))
+    def pick(self, ranked, k, ctx, excluded):
         vectors = normalize(embed(records_for(ranked, ctx, self.name), self.embedder, self.text, ctx))
         accepted = repr_filter(vectors, np.arange(len(ranked)), self.tau, k)
         ids = ranked["id"].iloc[accepted].tolist()
@@ -44,5 +46,7 @@ class DeitaSelector(Selector):
         examined = int(accepted[-1]) + 1 if len(ids) == k and ids else len(ranked)
         excluded[f"cosine>{self.tau:g}"] += examined - len(ids)
         excluded["over_budget"] += len(ranked) - examined
-        return Selection(ids, report(self, scores, ids, excluded, budget, "evol_score",
-                                     extra={"embedder": self.embedder or "all-MiniLM-L6-v2"}))
+        return ids
+
+    def report_extra(self) -> dict:
+        return {"embedder": self.embedder or "all-MiniLM-L6-v2"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from cherrybench.metrics.ifd import IFD
 from cherrybench.selectors import register_selector
-from cherrybench.selectors.base import Budget, Selection, Selector, nan_exclusions, rank, report, require_columns
+from cherrybench.selectors.base import RankingSelector
 
 
-class _IFDRule(Selector):
+class _IFDRule(RankingSelector):
     column = "ifd"
 
     def __init__(self, model: str | None = None, prompt: str = "alpaca", max_length: int = 512,
@@ -20,18 +20,15 @@ class _IFDRule(Selector):
     def requires(self):
         return [IFD(model=self.model, prompt=self.prompt, max_length=self.max_length)]
 
-    def select(self, scores, budget: Budget, ctx) -> Selection:
-        require_columns(scores, [self.column], self.name)
-        ok, excluded = nan_exclusions(scores, self.column)
-        too_high = ok & (scores[self.column].astype(float) >= 1.0)
-        excluded[f"{self.column}>=1"] += int(too_high.sum())
-        ok &= ~too_high
+    def filters(self, scores):
+        return [(f"{self.column}>=1", scores[self.column].astype(float) >= 1.0)]
+
+    def budget_base(self, scores, usable) -> int:
         # the Cherry code takes its percentage of the valid records, not of all
-        k = budget.resolve(int(ok.sum()) if self.of_valid else len(scores))
-        ids = rank(scores[ok], self.column, descending=True)["id"].head(k).tolist()
-        excluded["over_budget"] += int(ok.sum()) - len(ids)
-        return Selection(ids, report(self, scores, ids, excluded, budget, self.column,
-                                     extra={"budget_of": "valid" if self.of_valid else "all"}))
+        return int(usable.sum()) if self.of_valid else len(scores)
+
+    def report_extra(self) -> dict:
+        return {"budget_of": "valid" if self.of_valid else "all"}
 
 
 @register_selector()

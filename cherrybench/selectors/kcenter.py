@@ -24,6 +24,13 @@ class KCenter(Selector):
         self.metric = metric
         self.seed = seed
 
+    def check_params(self) -> None:
+        from cherrybench.embedders import TEXTS
+
+        self.check_choice("metric", ("euclidean", "cosine"))
+        self.check_choice("text", TEXTS)
+        self.check_number("seed", 0, integer=True)
+
     def select(self, scores, budget: Budget, ctx) -> Selection:
         k = budget.resolve(len(scores))
         vectors = embed(records_for(scores, ctx, self.name), self.embedder, self.text, ctx)

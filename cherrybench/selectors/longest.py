@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from cherrybench.metrics.length import Length
 from cherrybench.selectors import register_selector
-from cherrybench.selectors.base import Budget, Selection, Selector, nan_exclusions, rank, report, require_columns
-
-COLUMN = "response_length"
+from cherrybench.selectors.base import RankingSelector
 
 
 @register_selector()
-class Longest(Selector):
+class Longest(RankingSelector):
+    """The records with the longest responses (tokens of the scoring tokenizer)."""
+
     name = "longest"
+    column = "response_length"
 
     def __init__(self, model: str | None = None):
         self.model = model
 
     def requires(self):
         return [Length(model=self.model)]
-
-    def select(self, scores, budget: Budget, ctx) -> Selection:
-        require_columns(scores, [COLUMN], self.name)
-        ok, excluded = nan_exclusions(scores, COLUMN)
-        k = budget.resolve(len(scores))
-        ids = rank(scores[ok], COLUMN, descending=True)["id"].head(k).tolist()
-        excluded["over_budget"] += int(ok.sum()) - len(ids)
-        return Selection(ids, report(self, scores, ids, excluded, budget, COLUMN))

@@ -3,7 +3,8 @@
 1. keep records whose reward is above `quality_threshold` (default 0.0 with a
    reward model; the pool's median with the judge fallback, ours);
 2. a k-center seed set over their instruction embeddings (seeded first center);
-3. fine-tune the base model on the seed set with the common runner, answer every
+3. fine-tune the base model on the seed set with the run's own training settings
+   (the common fine-tune, `ctx.train`), answer every
    other high-quality instruction with it, score those answers with the same
    reward, and add the instructions answered below `necessity_threshold`;
 4. final = seed U necessity without duplicates (necessity ranked worst answer
@@ -14,18 +15,14 @@ The fine-tuned model and its answers are cached, so a rerun repeats no work.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import Counter
 
 import numpy as np
 
 from cherrybench.diversity import kcenter_greedy
 from cherrybench.embedders import embed
-from cherrybench.fingerprint import hash_json
 from cherrybench.metrics.reward import Reward
-from cherrybench.paths import cache_dir
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import Budget, Selection, Selector, nan_exclusions, records_for, report, require_columns
@@ -41,8 +38,7 @@ class MoDS(Selector):
     def __init__(self, reward_model: str | None = None, judge: str | None = None, embedder: str | None = None,
                  text: str = "instruction", quality_threshold: float | None = None,
                  necessity_threshold: float | None = None, seed_fraction: float = 0.5, seed: int = 0,
-                 model: str | None = None, prompt: str = "alpaca", max_length: int = 512, epochs: float = 1.0,
-                 learning_rate: float = 5e-5, lora: bool = False, max_new_tokens: int = 128):
+                 max_new_tokens: int = 128):
         self.reward_model = reward_model
         self.judge = judge
         self.embedder = embedder
@@ -51,13 +47,17 @@ class MoDS(Selector):
         self.necessity_threshold = necessity_threshold
         self.seed_fraction = seed_fraction
         self.seed = seed
-        self.model = model
-        self.prompt = prompt
-        self.max_length = max_length
-        self.epochs = epochs
-        self.learning_rate = learning_rate
-        self.lora = lora
         self.max_new_tokens = max_new_tokens
+
+    def check_params(self) -> None:
+        from cherrybench.embedders import TEXTS
+
+        self.check_number("seed_fraction", 0, 1, low_open=True)
+        self.check_number("quality_threshold", optional=True)
+        self.check_number("necessity_threshold", optional=True)
+        self.check_number("max_new_tokens", 1, integer=True)
+        self.check_number("seed", 0, integer=True)
+        self.check_choice("text", TEXTS)
 
     def reward(self) -> Reward:
         return Reward(reward_model=self.reward_model, judge=self.judge)
@@ -74,42 +74,34 @@ class MoDS(Selector):
         return quality, quality if self.necessity_threshold is None else self.necessity_threshold
 
     def train_config(self, ctx):
+        """The run's own training settings (`ctx.train`: compare's and select's training
+        flags), with this selector's seed: MoDS's seed model trains exactly like every subset."""
+        from dataclasses import replace
+
         from cherrybench.finetune import TrainConfig
 
-        return TrainConfig(model=self.model or ctx.model, prompt=self.prompt, max_length=self.max_length,
-                           epochs=self.epochs, learning_rate=self.learning_rate, lora=self.lora, seed=self.seed,
-                           device=ctx.device)
+        base = getattr(ctx, "train", None) or TrainConfig(model=ctx.model, device=ctx.device)
+        return replace(base, seed=self.seed)
 
     def answers(self, seed_records: list[Record], todo: list[Record], ctx) -> list[str]:
-        """Greedy answers of the seed-trained model (both cached on disk)."""
-        from cherrybench.evaluate import generate_answers
-        from cherrybench.finetune import finetune
+        """Greedy answers of the seed-trained model; the model and each answer are
+        cached by content in the artifact store (finetuned_model, cached_answers)."""
+        from cherrybench.evaluate import cached_answers
+        from cherrybench.finetune import finetuned_model
 
         config = self.train_config(ctx)
-        key = hash_json({"seed": [r.content_hash for r in seed_records],
-                         "train": config.fingerprint(ctx.model_ref(config.model).fingerprint)})
-        model_dir = cache_dir() / "mods" / key[:24]
-        finetune(seed_records, config, model_dir, progress=ctx.progress)
-        store = model_dir / f"answers-{self.prompt}-{self.max_new_tokens}.json"
-        known = json.loads(store.read_text()) if store.is_file() else {}
-        missing = [r for r in todo if r.content_hash not in known]
-        if missing:
-            generated = generate_answers(str(model_dir), missing, max_new_tokens=self.max_new_tokens,
-                                         prompt=self.prompt, ctx=ctx)
-            known.update({r.content_hash: a for r, a in zip(missing, generated)})
-            tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known, ensure_ascii=False))
-            tmp.replace(store)
+        model_dir = finetuned_model(seed_records, config, progress=ctx.progress, ctx=ctx)
+        answers = cached_answers(model_dir, todo, max_new_tokens=self.max_new_tokens, prompt=config.prompt,
+                                 max_length=config.max_length, ctx=ctx)
         if hasattr(ctx, "unload_lm"):
             ctx.unload_lm(str(model_dir))
-        return [known[r.content_hash] for r in todo]
+        return answers
 
     def select(self, scores, budget: Budget, ctx) -> Selection:
         from cherrybench.scoring import score_metric
 
         require_columns(scores, ["reward"], self.name)
-        if not 0 < self.seed_fraction <= 1:
-            raise ValueError(f"mods: seed_fraction must be in (0, 1], got {self.seed_fraction}")
+        self.check_params()  # also run by from_options, before any scoring
         quality_min, necessity_max = self.thresholds(scores["reward"].to_numpy(dtype=float))
         ok, excluded = nan_exclusions(scores, "reward")
         low = ok & ~(scores["reward"].astype(float) > quality_min)

@@ -34,9 +34,14 @@ class SuperfilteringD(Selector):
     def requires(self):
         return [IFD(model=self.model, prompt=self.prompt, max_length=self.max_length)]
 
+    def check_params(self) -> None:
+        from cherrybench.embedders import TEXTS
+
+        self.check_number("candidate_factor", 1)
+        self.check_choice("text", TEXTS)
+
     def select(self, scores, budget: Budget, ctx) -> Selection:
-        if self.candidate_factor < 1:
-            raise ValueError(f"superfiltering_d: candidate_factor must be >= 1, got {self.candidate_factor}")
+        self.check_params()  # also run by from_options, before any scoring
         require_columns(scores, [self.column], self.name)
         ok, excluded = nan_exclusions(scores, self.column)
         too_high = ok & (scores[self.column].astype(float) >= 1.0)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from cherrybench.metrics import METRICS
 from cherrybench.registry import UnknownNameError
 from cherrybench.selectors import register_selector
-from cherrybench.selectors.base import Budget, Selection, Selector, nan_exclusions, rank, report, require_columns
+from cherrybench.selectors.base import RankingSelector
 
 
 def metric_for_column(column: str, options: dict | None = None) -> list:
@@ -19,62 +17,60 @@ def metric_for_column(column: str, options: dict | None = None) -> list:
     return [cls.from_options(options or {})]
 
 
-@register_selector()
-class TopK(Selector):
-    """Keep the `budget` records with the highest (or lowest) value of `column`."""
+class _ColumnRule(RankingSelector):
+    """Any column; which way is better comes from `descending` or, unset, from the metric's declared direction."""
 
-    name = "topk"
-
-    def __init__(self, column: str = "ifd", descending: bool = True, model: str | None = None):
-        self.column = column
-        self.descending = descending
-        self.model = model
+    def score_column(self) -> str:
+        return self.column
 
     def requires(self):
         return metric_for_column(self.column, {"model": self.model})
 
-    def select(self, scores, budget: Budget, ctx) -> Selection:
-        require_columns(scores, [self.column], self.name)
-        ok, excluded = nan_exclusions(scores, self.column)
-        k = budget.resolve(len(scores))
-        ranked = rank(scores[ok], self.column, self.descending)
-        ids = ranked["id"].head(k).tolist()
-        excluded["over_budget"] += int(ok.sum()) - len(ids)
-        return Selection(ids, report(self, scores, ids, excluded, budget, self.column))
+    def higher_is_better(self) -> bool:
+        return super().higher_is_better() if self.descending is None else bool(self.descending)
 
 
 @register_selector()
-class Threshold(Selector):
+class TopK(_ColumnRule):
+    """Keep the `budget` best records by `column` (its declared direction unless `descending` is given)."""
+
+    name = "topk"
+
+    def __init__(self, column: str = "ifd", descending: bool | None = None, model: str | None = None):
+        self.column = column
+        self.descending = descending
+        self.model = model
+
+
+@register_selector()
+class Threshold(_ColumnRule):
     """Keep records with minimum <= column <= maximum; over budget, the best by `column` first."""
 
     name = "threshold"
 
     def __init__(self, column: str = "ifd", minimum: float | None = None, maximum: float | None = None,
-                 descending: bool = True, model: str | None = None):
+                 descending: bool | None = None, model: str | None = None):
         self.column = column
         self.minimum = minimum
         self.maximum = maximum
         self.descending = descending
         self.model = model
 
-    def requires(self):
-        return metric_for_column(self.column, {"model": self.model})
-
-    def select(self, scores, budget: Budget, ctx) -> Selection:
+    def check_params(self) -> None:
         if self.minimum is None and self.maximum is None:
-            raise ValueError("selector 'threshold' needs minimum or maximum")
-        require_columns(scores, [self.column], self.name)
-        ok, excluded = nan_exclusions(scores, self.column)
+            raise ValueError("selector 'threshold' needs minimum or maximum (--param minimum=X and/or maximum=Y)")
+        self.check_number("minimum", optional=True)
+        self.check_number("maximum", optional=True)
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"selector 'threshold': minimum {self.minimum:g} is above maximum {self.maximum:g}: "
+                             "nothing could be kept")
+
+    def filters(self, scores):
+        self.check_params()  # also run by from_options, before any scoring
         values = scores[self.column].astype(float)
+        out = []
         if self.minimum is not None:
-            low = ok & (values < self.minimum)
-            excluded[f"{self.column}<{self.minimum:g}"] += int(low.sum())
-            ok &= ~low
+            out.append((f"{self.column}<{self.minimum:g}", values < self.minimum))
         if self.maximum is not None:
-            high = ok & (values > self.maximum)
-            excluded[f"{self.column}>{self.maximum:g}"] += int(high.sum())
-            ok &= ~high
-        k = budget.resolve(len(scores))
-        ids = rank(scores[ok], self.column, self.descending)["id"].head(k).tolist()
-        excluded["over_budget"] += int(ok.sum()) - len(ids)
-        return Selection(ids, report(self, scores, ids, Counter(excluded), budget, self.column))
+            out.append((f"{self.column}>{self.maximum:g}", values > self.maximum))
+        return out

@@ -1,5 +1,6 @@
 """Evaluating a fine-tuned model the same way for every selector: answer-token
-cross-entropy on a held-out set, and greedy answers for judges to score."""
+cross-entropy on a held-out set, per record and pooled, and greedy answers
+for judges and reference metrics to score."""
 
 from __future__ import annotations
 
@@ -16,16 +17,66 @@ def _lm(model, ctx):
     return ctx.lm(str(model) if model is not None else None)
 
 
-def eval_loss(model, records: list[Record], prompt: str = "alpaca", max_length: int = 512, ctx=None) -> float:
-    """Mean cross-entropy over every answer token after the first (the tokens
-    IFD's CAS averages over), pooled over all records; NaN if none has one."""
+def eval_losses(model, records: list[Record], prompt: str = "alpaca", max_length: int = 512, ctx=None):
+    """Per record: `id`, `n_tokens` (answer tokens scored: every answer token after
+    the first, the tokens IFD's CAS averages over), `loss_sum`, `loss_mean`, and
+    `reason` where nothing could be scored (then n_tokens is 0 and the losses NaN).
+    Paired statistics resample these rows; the pooled mean is `eval_loss`."""
+    import pandas as pd
+
     lm = _lm(model, ctx)
     tokenized = [tokenize_record(r, lm, prompt, max_length) for r in records]
-    sequences = [p.sequence for p in tokenized if not p.reason]
-    targets = [[q for t in p.turns for q in range(t.start + 1, t.start + len(t.answer))] for p in tokenized if not p.reason]
-    losses = lm.token_losses(sequences, targets)
-    flat = np.concatenate(losses) if losses else np.zeros(0)
-    return float(flat.mean()) if len(flat) else float("nan")
+    scored = [i for i, t in enumerate(tokenized) if not t.reason]
+    sequences = [tokenized[i].sequence for i in scored]
+    targets = [[q for t in tokenized[i].turns for q in range(t.start + 1, t.start + len(t.answer))] for i in scored]
+    losses = dict(zip(scored, lm.token_losses(sequences, targets)))
+    rows = []
+    for i, record in enumerate(records):
+        values = losses.get(i)
+        if values is None or not len(values):
+            rows.append({"id": record.id, "n_tokens": 0, "loss_sum": np.nan, "loss_mean": np.nan,
+                         "reason": tokenized[i].reason or "no_answer_tokens"})
+        else:
+            rows.append({"id": record.id, "n_tokens": len(values), "loss_sum": float(values.sum()),
+                         "loss_mean": float(values.mean()), "reason": None})
+    return pd.DataFrame(rows, columns=["id", "n_tokens", "loss_sum", "loss_mean", "reason"])
+
+
+def pooled_loss(per_record) -> float:
+    """The answer-token mean over all records (each token counts once); NaN if none."""
+    tokens = per_record["n_tokens"].sum()
+    return float(per_record["loss_sum"].sum(min_count=1) / tokens) if tokens else float("nan")
+
+
+EVAL_LOSSES_VERSION = 1
+
+
+def cached_eval_losses(model, records: list[Record], prompt: str = "alpaca", max_length: int = 512, ctx=None):
+    """`eval_losses`, kept in the artifact store beside the fine-tuned model: keyed by the
+    model's fingerprint (its weights), the settings and the eval records' content."""
+    import pandas as pd
+
+    from cherrybench.context import Context
+    from cherrybench.store import ArtifactStore
+
+    ctx = ctx or Context(progress=False)
+    store = ArtifactStore("eval_losses")
+    payload = {"artifact": "eval_losses", "version": EVAL_LOSSES_VERSION,
+               "model": ctx.model_ref(str(model) if model is not None else None).fingerprint,
+               "prompt": prompt, "max_length": max_length, "records": [[r.id, r.content_hash] for r in records]}
+    stored = store.get_json(payload)
+    if stored is not None:
+        return pd.DataFrame(stored, columns=["id", "n_tokens", "loss_sum", "loss_mean", "reason"])
+    table = eval_losses(model, records, prompt, max_length, ctx)
+    store.put_json(payload, [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                             for row in table.to_dict(orient="records")])
+    return table
+
+
+def eval_loss(model, records: list[Record], prompt: str = "alpaca", max_length: int = 512, ctx=None) -> float:
+    """Mean cross-entropy over every answer token after the first, pooled over all
+    records; NaN if none has one."""
+    return pooled_loss(eval_losses(model, records, prompt, max_length, ctx))
 
 
 def generate_answers(model, records: list[Record], max_new_tokens: int = 128, prompt: str = "alpaca",

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -110,7 +111,13 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
                 + metrics["vic.vs_full.losses"] == 2  # --eval-limit 2 of the 4 prompts
             assert metrics["heldout.vs_full.winning_score"] == pytest.approx((wins - losses) / 2 + 1)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json"} <= artifacts
+        assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json", "eval"} <= artifacts
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {"eval/heldout.per_record.parquet"}
+        per_record = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/heldout.per_record.parquet",
+                                                               str(tmp_path)))
+        assert list(per_record.columns) == ["id", "n_tokens", "loss_sum", "loss_mean", "reason"]
+        assert len(per_record) == 4  # every held-out record, scorable or not
+        assert metrics["heldout.eval_loss"] == pytest.approx(per_record["loss_sum"].sum() / per_record["n_tokens"].sum())
         ids = json.loads(Path(client.download_artifacts(run.info.run_id, "selected_ids.json", str(tmp_path))).read_text())
         assert len(ids) == metrics["n_selected"]
     assert "hist_ifd.png" in {a.path for a in client.list_artifacts(children["ifd"].info.run_id)}

@@ -221,18 +221,20 @@ def judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> 
 
 
 def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, ctx, options: dict,
-                  baseline_answers: dict) -> tuple[dict, dict, dict[str, list[str]]]:
-    """Eval loss per set, judge quality of generated answers, pairwise judging against the
-    baseline's answers. Returns (metrics, NaN reasons, answers)."""
-    from cherrybench.evaluate import eval_loss
+                  baseline_answers: dict) -> tuple[dict, dict, dict, dict[str, list[str]]]:
+    """Eval loss per set (per record, and pooled over answer tokens), judge quality of
+    generated answers, pairwise judging against the baseline's answers.
+    Returns (metrics, NaN reasons, per-record tables by set, answers)."""
+    from cherrybench.evaluate import cached_eval_losses, pooled_loss
     from cherrybench.pairwise import judge_pairs
 
     train = comparison.train
-    metrics, reasons = {}, {}
+    metrics, reasons, per_record = {}, {}, {}
     for eval_set in comparison.evals:
         if eval_set.has_references:
-            metrics[f"{eval_set.name}.eval_loss"] = eval_loss(model_dir, eval_set.records, train.prompt,
-                                                              train.max_length, ctx)
+            table = cached_eval_losses(model_dir, eval_set.records, train.prompt, train.max_length, ctx)
+            per_record[eval_set.name] = table
+            metrics[f"{eval_set.name}.eval_loss"] = pooled_loss(table)
         else:  # NaN with a reason, never a silent 0
             reasons[f"{eval_set.name}.eval_loss"] = "no_reference_answers"
     answers = answers_step(model_dir, comparison, args, ctx)
@@ -248,7 +250,7 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
             result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name],
                                  max_length=train.max_length)
             metrics.update(result.as_metrics(f"{set_name}.vs_{args.pairwise_baseline}."))
-    return metrics, reasons, answers
+    return metrics, reasons, per_record, answers
 
 
 def log_selection(trial: Trial, selection, table, params: dict, comparison: Comparison, model_fingerprint: str):
@@ -301,7 +303,8 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         tracking.set_tag(tracking.MODEL_DIR_TAG, str(model_dir))
 
         started = time.perf_counter()
-        metrics, reasons, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options, baseline_answers)
+        metrics, reasons, per_record, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options,
+                                                              baseline_answers)
         eval_s = time.perf_counter() - started
         metrics = {"n_selected": len(selection.ids), "train_loss": training_summary(model_dir)["train_loss"],
                    **metrics, "scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s}
@@ -309,6 +312,7 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
             tracking.log_nan_reason(metric, why)
         tracking.log_metrics(metrics)
         tracking.log_json(answers, "answers.json")
+        tracking.log_tables({f"{name}.per_record.parquet": table for name, table in per_record.items()}, "eval")
         ctx.unload_lm(str(model_dir))
         print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
     return selection.ids

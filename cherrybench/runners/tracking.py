@@ -162,6 +162,17 @@ def log_files(write) -> None:
             log_file(path)
 
 
+def log_tables(tables: dict, artifact_path: str) -> None:
+    """DataFrames as Parquet artifacts under `artifact_path/` (e.g. eval/heldout.per_record.parquet)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, table in tables.items():
+            path = Path(tmp) / name
+            table.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
 def read_json_artifact(run, name: str):
     import mlflow
 

@@ -1,0 +1,46 @@
+"""Per-record eval losses against a naive reference: the real SmolLM2's own
+full forward pass over each record, one record at a time."""
+
+import numpy as np
+import pytest
+import torch
+
+from cherrybench.evaluate import eval_loss, eval_losses, pooled_loss
+from cherrybench.prompts import tokenize_record
+from cherrybench.records import Record, Turn
+
+RECORDS = [
+    Record("short", [Turn("Name a colour.", "Blue is a calm colour.")]),
+    Record("long", [Turn("Explain rain.", "Water vapour condenses into droplets that grow heavy and fall as rain "
+                                           "when clouds cannot hold them any longer.")]),
+    Record("one", [Turn("Say A.", "A")]),  # one answer token: nothing after the first to score
+    Record("input", [Turn("Add the numbers.", "Five.", "2 and 3")]),
+]
+
+
+@pytest.mark.slow
+def test_per_record_losses_equal_the_models_own_forward_and_pool_by_tokens(ctx, lm):
+    table = eval_losses(None, RECORDS, max_length=128, ctx=ctx)
+    assert list(table["id"]) == [r.id for r in RECORDS]
+    expected_sum, expected_n = [], []
+    for record in RECORDS:
+        tok = tokenize_record(record, lm, "alpaca", 128)
+        if tok.reason:
+            expected_sum.append(np.nan)
+            expected_n.append(0)
+            continue
+        ids = torch.tensor([tok.sequence])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(ids).logits[0].double(), -1)
+        turn = tok.turns[0]
+        losses = [-float(logp[p - 1, tok.sequence[p]]) for p in range(turn.start + 1, turn.start + len(turn.answer))]
+        expected_sum.append(sum(losses))
+        expected_n.append(len(losses))
+    assert list(table["n_tokens"]) == expected_n
+    np.testing.assert_allclose(table["loss_sum"], expected_sum, rtol=1e-4)
+    np.testing.assert_allclose(table["loss_mean"], np.array(expected_sum) / np.maximum(expected_n, 1), rtol=1e-4)
+    assert table.loc[2, "reason"] == "answer_too_short" and np.isnan(table.loc[2, "loss_sum"])
+    pooled = np.nansum(expected_sum) / sum(expected_n)  # every token once: the long answer weighs more
+    assert pooled_loss(table) == pytest.approx(pooled, rel=1e-6)
+    assert eval_loss(None, RECORDS, max_length=128, ctx=ctx) == pytest.approx(pooled, rel=1e-6)
+    assert pooled != pytest.approx(np.nanmean(table["loss_mean"]), rel=1e-3)  # not a mean of record means

@@ -3,7 +3,7 @@
 Its batch methods take token id sequences, sort them by length, pack them into
 batches under a token budget (right padding, attention masks), and ask the
 model's own causal-LM forward for logits only at the positions whose output is
-needed (`logits_to_keep`), so every family's final logit transforms (Gemma's
+needed (a `logits_to_keep` mask), so every family's final logit transforms (Gemma's
 softcapping, Granite's and Cohere's scaling, ...) apply as the model defines
 them: per-token losses (cas, das, ppl, eval loss), next-token logits for a few
 candidate tokens (judges), pooled hidden states (embeddings) and greedy generation.
@@ -17,7 +17,7 @@ import numpy as np
 
 from cherrybench.models import ModelRef, pick_device, pick_dtype, resolve_model
 
-LOGITS_BUDGET = 1 << 27  # logits one forward may return (rows x vocab, 512 MiB in fp32): bounds that buffer
+LOGITS_BUDGET = 1 << 27  # logits one forward may return (kept rows x vocab, 512 MiB in fp32): bounds that buffer
 HEAD_CHUNK_ROWS = 1024  # logit rows read (in fp32) at a time
 
 
@@ -43,17 +43,16 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
-def split_for_head(batch: list[int], keep: list[list[int]], max_rows: int) -> list[list[int]]:
-    """Cut a packed batch into runs whose logits buffer, rows x the union of the
-    positions they keep, stays within max_rows (at least one sequence a run)."""
-    runs, current, union = [], [], set()
+def split_for_head(batch: list[int], counts: list[int], max_rows: int) -> list[list[int]]:
+    """Cut a packed batch into runs that keep at most max_rows logit rows in all
+    (counts[i] for sequence i; at least one sequence a run): bounds the logits buffer."""
+    runs, current, total = [], [], 0
     for i in batch:
-        grown = union | set(keep[i])
-        if current and (len(current) + 1) * len(grown) > max_rows:
+        if current and total + counts[i] > max_rows:
             runs.append(current)
-            current, grown = [], set(keep[i])
+            current, total = [], 0
         current.append(i)
-        union = grown
+        total += counts[i]
     if current:
         runs.append(current)
     return runs
@@ -109,7 +108,7 @@ class LanguageModel:
         ).to(self.device)
         self.model.eval()
         self.base = getattr(self.model, self.model.base_model_prefix)
-        self.head_rows = max(1, LOGITS_BUDGET // self.model.get_output_embeddings().weight.shape[0])
+        self.head_rows = max(1, LOGITS_BUDGET // self.model.get_output_embeddings().weight.shape[0])  # per forward
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
@@ -131,10 +130,11 @@ class LanguageModel:
     # -- internals ---------------------------------------------------------
     def _forward(self, batch: list[list[int]], prefix=None, keep=None):
         """Run right-padded `batch`; with prefix=(length, cache) the rows continue a
-        shared, already computed prefix. With `keep` (a sorted 1-D tensor of positions
-        counted from the batch's first token), the model's own causal-LM forward returns
-        logits [rows, len(keep), vocab] there, so they are exactly the model's; without
-        it, the base model returns the last hidden states [rows, width, hidden]."""
+        shared, already computed prefix. With `keep` (a boolean [rows, width] mask),
+        the model's own causal-LM forward returns the logits at the kept positions
+        only, [kept, vocab] row by row, so they are exactly the model's (its head and
+        whatever follows it); without it, the base model returns the last hidden
+        states [rows, width, hidden]."""
         import copy
 
         torch = self._torch
@@ -167,11 +167,12 @@ class LanguageModel:
             groups, rest = [], list(range(len(sequences)))
         else:
             groups, rest = prefix_groups(sequences, [min(k) for k in keep])
+            counts = [len(set(k)) for k in keep]  # logit rows each sequence keeps
         for length, members in [(0, rest)] + groups:
             prefix = (length, self._prefix_cache(sequences[members[0]][:length])) if length else None
             for batch in pack_batches([len(sequences[i]) - length for i in members], self.batch_tokens):
                 batch = [members[i] for i in batch]
-                for part in [batch] if keep is None else split_for_head(batch, keep, self.head_rows):
+                for part in [batch] if keep is None else split_for_head(batch, counts, self.head_rows):
                     yield part, [sequences[i][length:] for i in part], prefix
 
     def _run(self, sequences, per_batch: Callable, on_progress: Callable[[int], None] | None,
@@ -179,7 +180,7 @@ class LanguageModel:
         """Feed `sequences` through the network. Without `keep`: per_batch(indices,
         hidden), hidden[row, p] being the last hidden state at position p. With `keep`
         (the positions whose next-token logits each sequence needs):
-        per_batch(indices, logits, column), logits[row, column[p]] being the model's
+        per_batch(indices, logits, index), logits[index[row, p]] being the model's
         logits at position p."""
         torch = self._torch
         with torch.inference_mode():
@@ -187,14 +188,19 @@ class LanguageModel:
                 if keep is None:
                     per_batch(part, self._forward(rows))
                 else:
-                    union = sorted({p for i in part for p in keep[i]})
                     start = prefix[0] if prefix else 0
-                    logits = self._forward(rows, prefix, torch.tensor(union, dtype=torch.long) - start)
-                    per_batch(part, logits, {p: c for c, p in enumerate(union)})
+                    kept = torch.zeros((len(part), start + max(map(len, rows))), dtype=torch.bool)
+                    for row, i in enumerate(part):
+                        kept[row, keep[i]] = True
+                    index = torch.full(kept.shape, -1, dtype=torch.long)
+                    index[kept] = torch.arange(int(kept.sum()))
+                    per_batch(part, self._forward(rows, prefix, kept[:, start:]), index)
                 if on_progress:
                     on_progress(len(part))
 
     def _prefix_cache(self, prefix: list[int]):
+        """The KV cache of one prefix, a transformers Cache passed back as `cache`
+        (the `past_key_values` name is deprecated)."""
         self.forward_calls += 1
         ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
         return self.base(input_ids=ids, use_cache=True).cache
@@ -210,19 +216,20 @@ class LanguageModel:
             if min(targets[i]) < 1 or max(targets[i]) >= len(sequences[i]):
                 raise ValueError(f"sequence {i}: target positions must lie in 1..{len(sequences[i]) - 1}")
 
-        def per_batch(batch, logits, column):
-            rows, cols, labels, owners = [], [], [], []
+        def per_batch(batch, logits, index):
+            rows, positions, labels, owners = [], [], [], []
             for row, local in enumerate(batch):
                 i = work[local]
                 rows += [row] * len(targets[i])
-                cols += [column[p - 1] for p in targets[i]]
+                positions += [p - 1 for p in targets[i]]
                 labels += [sequences[i][p] for p in targets[i]]
                 owners.append((i, len(targets[i])))
-            rows, cols, labels = (torch.tensor(x, device=logits.device) for x in (rows, cols, labels))
+            at = index[torch.tensor(rows), torch.tensor(positions)].to(logits.device)
+            labels = torch.tensor(labels, device=logits.device)
             losses = []
-            for start in range(0, len(rows), HEAD_CHUNK_ROWS):
+            for start in range(0, len(at), HEAD_CHUNK_ROWS):
                 chunk = slice(start, start + HEAD_CHUNK_ROWS)
-                picked = logits[rows[chunk], cols[chunk]].float()
+                picked = logits[at[chunk]].float()
                 losses.append(torch.logsumexp(picked, dim=-1) - picked.gather(1, labels[chunk, None])[:, 0])
             flat = torch.cat(losses).double().cpu().numpy()
             offset = 0
@@ -240,11 +247,10 @@ class LanguageModel:
         torch = self._torch
         out = np.zeros((len(sequences), len(token_ids)), dtype=np.float64)
 
-        def per_batch(batch, logits, column):
-            rows = torch.arange(len(batch), device=logits.device)
-            cols = torch.tensor([column[len(sequences[i]) - 1] for i in batch], device=logits.device)
+        def per_batch(batch, logits, index):
+            at = index[torch.arange(len(batch)), torch.tensor([len(sequences[i]) - 1 for i in batch])]
             ids = torch.tensor(token_ids, device=logits.device)
-            out[batch] = logits[rows[:, None], cols[:, None], ids[None, :]].double().cpu().numpy()
+            out[batch] = logits[at.to(logits.device)[:, None], ids[None, :]].double().cpu().numpy()
 
         self._run(sequences, per_batch, on_progress, keep=[[len(seq) - 1] for seq in sequences])
         return out

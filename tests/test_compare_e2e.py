@@ -98,7 +98,9 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
     for name, run in children.items():
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert run.data.params["selector"] == name and run.data.params["budget"] == "4"
+        assert run.data.params["selector"] == name and run.data.params["budget"] == ("full" if name == "full" else "4")
+        assert run.info.run_name == ("full-seed0" if name == "full" else f"{name}-4-seed0")
+        assert run.data.tags["cherrybench.budget"] == run.data.params["budget"]
         assert run.data.params["train.max_length"] == "64" and run.data.params["train.seed"] == "0"
         metrics = run.data.metrics
         assert metrics["n_selected"] == (12 if name == "full" else 4)

@@ -36,7 +36,9 @@ def tripwire(monkeypatch):
                    "cherrybench.finetune.finetune", "cherrybench.finetune.finetuned_model",
                    "cherrybench.runners.compare.finetune", "cherrybench.runners.compare.finetuned_model",
                    "cherrybench.runners.regress.run_subset", "cherrybench.context.Context.lm",
-                   "cherrybench.context.Context.tokenizer"):
+                   "cherrybench.context.Context.tokenizer", "cherrybench.embedders.embed",
+                   "cherrybench.selectors.kcenter.embed", "cherrybench.selectors.deita.embed",
+                   "cherrybench.selectors.mods.embed", "cherrybench.selectors.superfiltering_d.embed"):
         monkeypatch.setattr(target, boom, raising=False)
 
 
@@ -99,7 +101,7 @@ def test_compare_pool_size_beyond_the_records_left_is_refused(data, tracking, ca
 
 
 def test_compare_resolves_pool_size_and_seeds(data, tracking):
-    from cherrybench.runners.checks import check_compare
+    from cherrybench.runners.compare import check_compare
 
     args = build_parser().parse_args(["compare", "--data", str(data), "--eval-size", "4", "--seeds", "3", *tracking])
     check_compare(args)
@@ -116,7 +118,7 @@ def test_compare_seed_and_seeds_together_is_an_error(data, tracking, capsys, tri
 
 def test_regress_needs_indicators_plus_two_subsets_before_training(data, tmp_path, tracking, capsys, tripwire):
     argv = ["regress", "--data", str(data), "--eval", str(data), "--out", str(tmp_path / "rule.json"),
-            "--indicators", "mtld,output_length", "--subsets", "2", *tracking]
+            "--indicators", "mtld,output_length", "--subsets", "2", "--subset-size", "5", *tracking]
     assert main(argv) == 2
     assert "--subsets 2: the fit needs at least indicators + 2 = 4 subsets" in error_line(capsys)
 

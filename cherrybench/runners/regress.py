@@ -29,7 +29,7 @@ from cherrybench.runners import plots, tracking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.runners.checks import Renamed
+    from cherrybench.runners.options import Renamed
     from cherrybench.runners.options import add_model_arguments, add_training_arguments
 
     group = parser.add_argument_group("data")
@@ -230,9 +230,46 @@ def print_fit(fit, out: Path) -> None:
     print(f"rule: log L = {fit.intercept:.4g} {terms}\nwrote {out}")
 
 
+def check_regress(args) -> None:
+    """Every setting of `regress`, the pool's size against the subsets included."""
+    from cherrybench.runners.checks import at_least, check_tracking_flag, check_param_keys, user_params
+    from cherrybench.regress.indicators import INDICATORS, parse_indicators, spec_for
+    from cherrybench.records import load_dataset
+    from cherrybench.metrics import METRICS
+    from cherrybench.runners.options import plugin_options
+
+    names = parse_indicators(args.indicators)
+    for flag, low in (("--subsets", 1), ("--subset-size", 1), ("--per-source", 0), ("--eval-limit", 0)):
+        at_least(args, flag, low)
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha!r}")
+    if args.subsets < len(names) + 2:
+        raise ValueError(f"--subsets {args.subsets}: the fit needs at least indicators + 2 = {len(names) + 2} "
+                         f"subsets for the {len(names)} indicators ({', '.join(names)}); raise --subsets or name "
+                         "fewer --indicators")
+    check_tracking_flag(args)
+    options = plugin_options(args)
+    for name in names:
+        spec_for(name, options)  # builds the indicator's metric: its check_params runs
+    check_param_keys(user_params(args), [METRICS.get(INDICATORS[n].metric) for n in names])
+
+    total = 0
+    for path in args.data:
+        n = len(load_dataset(path, args.format))
+        total += min(n, args.per_source) if args.per_source else n
+    if args.subset_size >= total:
+        raise ValueError(f"--subset-size {args.subset_size}: the pool has {total} records (--data"
+                         f"{', --per-source ' + str(args.per_source) if args.per_source else ''}), so every subset "
+                         "would be the same records; lower --subset-size")
+    if "knn6" in names and total <= 6:
+        raise ValueError(f"indicator knn6 needs a pool of more than 6 records, the pool has {total}")
+    from cherrybench.runners.regress import load_eval_records
+
+    load_eval_records(args.eval, args.eval_limit, args.seed)  # missing files or reference answers fail now
+
+
 def run(args) -> int:
     from cherrybench.models import resolve_model
-    from cherrybench.runners.checks import check_regress
     from cherrybench.runners.options import make_context
 
     check_regress(args)  # every setting, sizes included, before connecting, scoring or training

@@ -17,6 +17,7 @@ import numpy as np
 KEY_TAG = "cherrybench.key"
 SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
+BUDGET_TAG = "cherrybench.budget"  # as typed; "full" for the whole-pool baseline
 COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
 MODEL_DIR_TAG = "cherrybench.model_dir"

@@ -174,8 +174,14 @@ def _append_vectors(store: ShardStore, hashes: list[str], vectors: np.ndarray) -
 def embed(records: list[Record], embedder: str | Embedder | None, text: str, ctx,
           use_cache: bool = True) -> np.ndarray:
     """Vectors aligned with `records` ([n, dim] float32), computed once per distinct text and cached."""
+    return embed_texts([record_text(r, text) for r in records], embedder, ctx, use_cache, label=text)
+
+
+def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cache: bool = True,
+                label: str = "text") -> np.ndarray:
+    """Vectors aligned with `texts` ([n, dim] float32), cached by each text's hash under the embedder's
+    fingerprint (generated answers and references are embedded this way)."""
     model = embedder if isinstance(embedder, Embedder) else resolve_embedder(embedder)
-    texts = [record_text(r, text) for r in records]
     hashes = [hash_json(t) for t in texts]
     store, found = None, {}
     if use_cache:
@@ -189,7 +195,7 @@ def embed(records: list[Record], embedder: str | Embedder | None, text: str, ctx
         if h not in found and h not in todo:
             todo[h] = t
     pending = sorted(todo, key=lambda h: (len(todo[h]), h))  # similar lengths batch together
-    bar = tqdm(total=len(pending), desc=f"embed {model.name} ({text})", unit="text",
+    bar = tqdm(total=len(pending), desc=f"embed {model.name} ({label})", unit="text",
                disable=not getattr(ctx, "progress", False) or not pending, file=sys.stderr, dynamic_ncols=True)
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start: start + CHUNK]
@@ -199,6 +205,6 @@ def embed(records: list[Record], embedder: str | Embedder | None, text: str, ctx
         found.update(zip(chunk, vectors))
         bar.update(len(chunk))
     bar.close()
-    if not records:
+    if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[h] for h in hashes]).astype(np.float32)

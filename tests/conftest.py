@@ -81,10 +81,10 @@ def pytest_configure(config):
 
 def _still_there(key: str) -> bool:
     """A memo entry ("path|size|mtime_ns") of a file that is still there, unchanged."""
-    path, size, mtime = key.rsplit("|", 2)
     try:
+        path, size, mtime = key.rsplit("|", 2)
         stat = os.stat(path)
-    except OSError:
+    except (ValueError, OSError):
         return False
     return f"{stat.st_size}|{stat.st_mtime_ns}" == f"{size}|{mtime}"
 

@@ -114,19 +114,29 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
             assert metrics["heldout.vs_full.winning_score"] == pytest.approx((wins - losses) / 2 + 1)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json", "eval"} <= artifacts
-        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {"eval/heldout.per_record.parquet"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {
+            "eval/heldout.per_record.parquet", "eval/heldout.answers.parquet", "eval/vic.answers.parquet"}
         per_record = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/heldout.per_record.parquet",
                                                                str(tmp_path)))
         assert list(per_record.columns) == ["id", "n_tokens", "loss_sum", "loss_mean", "reason"]
         assert len(per_record) == 4  # every held-out record, scorable or not
         assert metrics["heldout.eval_loss"] == pytest.approx(per_record["loss_sum"].sum() / per_record["n_tokens"].sum())
+        answers = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/heldout.answers.parquet",
+                                                            str(tmp_path)))
+        assert list(answers["id"]) == [r for r in per_record["id"][:2]]  # --gen-size 2, in eval order
+        assert {"prompt", "reference", "answer", "rouge_l", "embedding_similarity"} <= set(answers.columns)
+        assert metrics["heldout.rouge_l"] == pytest.approx(answers["rouge_l"].mean())
+        vic = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/vic.answers.parquet", str(tmp_path)))
+        assert "rouge_l" not in vic.columns and "vic.rouge_l" not in metrics  # no references: nothing to compare
         ids = json.loads(Path(client.download_artifacts(run.info.run_id, "selected_ids.json", str(tmp_path))).read_text())
         assert len(ids) == metrics["n_selected"]
     assert "hist_ifd.png" in {a.path for a in client.list_artifacts(children["ifd"].info.run_id)}
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"selection_overlap.png", "e2e.md", "e2e.csv"} <= parent_artifacts
+    assert {"selection_overlap.png", "e2e.md", "e2e.csv", "e2e.budget.png"} <= parent_artifacts
     board = (tmp_path / "leaderboards" / "e2e.md").read_text()
-    assert "| ifd | 1 |" in board and "vic.eval_loss: NaN (no_reference_answers)" in board
+    assert "\n| ifd |" in board and "vic.eval_loss: NaN (no_reference_answers)" in board
+    assert "Verdict: at " in board and "One seed per selector" in board  # one seed: record-level intervals, said
+    assert (tmp_path / "leaderboards" / "e2e.budget.png").stat().st_size > 10_000
     assert "cherrybench compare --selectors ifd,longest --experiment e2e" in board
     assert parents[0].data.params["evals"] == "heldout:4,vic:2"
 

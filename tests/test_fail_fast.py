@@ -282,6 +282,7 @@ def test_file_store_follows_mlflow_switch(monkeypatch):
 
 
 # -- no traceback, ever (a real process) ---------------------------------------------------------
+@pytest.mark.slow  # nine CLI processes: about 9 s of CPU
 def test_user_mistakes_are_one_line_in_a_real_process(tmp_path):
     data = tmp_path / "d.json"
     data.write_text(json.dumps(ROWS))

@@ -20,11 +20,13 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from cherrybench.registry import UnknownNameError
+
 # what the CLI reports as a user's mistake (one line, status 2) rather than a traceback:
-# DataError, ModelConfigError and UnknownNameError are ValueError and KeyError subclasses;
+# DataError and ModelConfigError are ValueErrors, an unknown plugin name an UnknownNameError;
 # OSError covers a missing file, a directory where a file belongs, a refused permission,
-# an unreachable tracking store (ConnectionError).
-USER_ERRORS = (ValueError, KeyError, OSError)
+# an unreachable tracking store (ConnectionError). Any other KeyError is a bug: it keeps its traceback.
+USER_ERRORS = (ValueError, UnknownNameError, OSError)
 
 
 # -- --param keys -----------------------------------------------------------------

@@ -214,8 +214,8 @@ def answers_step(model_dir: Path, comparison: Comparison, args, ctx) -> dict[str
             for e in comparison.evals}
 
 
-def judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> float | None:
-    """Mean judge quality of generated answers (scores cached like any other), or
+def judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> np.ndarray | None:
+    """Judge quality of each generated answer (scores cached like any other), or
     None with a note when no quality metric is registered (the judge metrics come from plugins)."""
     from cherrybench.metrics import METRICS
     from cherrybench.scoring import score_metric
@@ -230,7 +230,35 @@ def judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> 
                for r, a in zip(eval_set.records, answers)]
     table = score_metric(Dataset(records, None, "alpaca", "json"), metric, ctx)
     column = next(c for c in QUALITY_METRICS if c in table.columns)
-    return float(np.nanmean(table[column].to_numpy(float))) if table[column].notna().any() else None
+    return table[column].to_numpy(float)
+
+
+def answer_table(eval_set: EvalSet, answers: list[str], quality: np.ndarray | None, ctx, options: dict):
+    """Per generated answer: id, prompt, reference, answer, judge quality, and where the set
+    has references, ROUGE-L and the cosine of sentence embeddings against the reference."""
+    import pandas as pd
+
+    from cherrybench.answer_metrics import embedding_similarity, rouge_l
+    from cherrybench.embedders import embed_texts
+
+    records = eval_set.records[: len(answers)]
+    table = pd.DataFrame({"id": [r.id for r in records], "prompt": [r.turns[0].query for r in records],
+                          "reference": [r.turns[0].output for r in records], "answer": answers})
+    if quality is not None:
+        table["judge_quality"] = quality
+    if eval_set.has_references:
+        references = table["reference"].tolist()
+        table["rouge_l"], table["rouge_l_reason"] = rouge_l(answers, references)
+        vectors = embed_texts(answers + references, options.get("embedder"), ctx, label="answers")
+        table["embedding_similarity"], table["embedding_similarity_reason"] = embedding_similarity(
+            vectors[: len(answers)], vectors[len(answers):], answers, references)
+    return table
+
+
+def mean_or_reason(values) -> tuple[float | None, str | None]:
+    """The mean of the scored values, or None with why nothing was scored."""
+    values = np.asarray(values, dtype=float)
+    return (float(np.nanmean(values)), None) if np.isfinite(values).any() else (None, "no_record_scored")
 
 
 def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, ctx, options: dict,
@@ -251,19 +279,32 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
         else:  # NaN with a reason, never a silent 0
             reasons[f"{eval_set.name}.eval_loss"] = "no_reference_answers"
     answers = answers_step(model_dir, comparison, args, ctx)
+    answer_tables = {}
     for set_name, texts in answers.items():
         eval_set = next(e for e in comparison.evals if e.name == set_name)
-        quality = judge_quality(eval_set, texts, ctx, options)
-        if quality is not None:
-            metrics[f"{set_name}.judge_quality"] = quality
+        table = answer_table(eval_set, texts, judge_quality(eval_set, texts, ctx, options), ctx, options)
+        answer_tables[set_name] = table
+        for column in ("judge_quality", "rouge_l", "embedding_similarity"):
+            if column in table.columns:
+                value, why = mean_or_reason(table[column])
+                if why:
+                    reasons[f"{set_name}.{column}"] = why
+                else:
+                    metrics[f"{set_name}.{column}"] = value
         if trial.selector == args.pairwise_baseline:
             baseline_answers[set_name] = texts
         elif set_name in baseline_answers:
             questions = [r.turns[0].query for r in eval_set.records[: len(texts)]]
             result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name],
                                  max_length=train.max_length)
-            metrics.update(result.as_metrics(f"{set_name}.vs_{args.pairwise_baseline}."))
-    return metrics, reasons, per_record, answers
+            prefix = f"{set_name}.vs_{args.pairwise_baseline}."
+            metrics.update(result.as_metrics(prefix))
+            metrics[f"{prefix}tie_rate"] = result.ties / result.n if result.n else None
+            if result.n and result.ties / result.n > 0.9:
+                log.warning("%s: the judge called %d of %d pairs against %s a tie: it cannot tell these answers "
+                            "apart (point --judge at a stronger model); rely on eval loss and the reference metrics",
+                            set_name, result.ties, result.n, args.pairwise_baseline)
+    return metrics, reasons, per_record, answer_tables
 
 
 def log_selection(trial: Trial, selection, table, params: dict, comparison: Comparison, model_fingerprint: str):
@@ -325,8 +366,9 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         for metric, why in reasons.items():
             tracking.log_nan_reason(metric, why)
         tracking.log_metrics(metrics)
-        tracking.log_json(answers, "answers.json")
-        tracking.log_tables({f"{name}.per_record.parquet": table for name, table in per_record.items()}, "eval")
+        tracking.log_json({name: table["answer"].tolist() for name, table in answers.items()}, "answers.json")
+        tracking.log_tables({**{f"{name}.per_record.parquet": table for name, table in per_record.items()},
+                             **{f"{name}.answers.parquet": table for name, table in answers.items()}}, "eval")
         ctx.unload_lm(str(model_dir))
         print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
     return selection.ids
@@ -441,10 +483,10 @@ def run(args) -> int:
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
             selections[trial.name] = ids
         board = build_leaderboard(client, args.experiment)
-        md, csv = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
+        md, csv, png = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))
-        tracking.log_file(md)
-        tracking.log_file(csv)
+        for path in (md, csv, png):
+            tracking.log_file(path)
     print(md.read_text())
     print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {args.experiment!r})")
     return 0

@@ -1,107 +1,603 @@
-"""Leaderboards from MLflow runs: one row per selector, mean and spread over
-seeds of every metric, and the command that produced them.
+"""Leaderboards from MLflow runs: one section per budget, one row per selector.
 
-    cherrybench leaderboard --experiment NAME [--tracking-uri URI] [--out-dir leaderboards]
+Selectors are fine-tuned and then scored on the *same* eval records, so they
+are compared paired (`cherrybench.stats`): per budget, each selector against
+`random` (same budget), against `full` (the whole pool, one run per seed that
+every budget shares) and against the best selector of its budget, on the
+headline metric (`heldout.eval_loss` if there is a held-out set, else the
+first set with references alphabetically). Each comparison has a two-level
+bootstrap interval and a sign-flip permutation p-value; all p-values of one
+leaderboard are Holm-adjusted together, and a verdict needs both the interval
+and the adjusted p (`stats.verdict`). A pair compared twice (random's
+`vs_full` is full's `vs_random`) is one test, counted once by Holm.
+
+Runs logged before per-record eval tables existed fall back to their pooled
+metric: shown without an interval or a test, and a note says so.
+
+    cherrybench leaderboard --experiment NAME [--tracking-uri URI] [--out-dir leaderboards] [--resamples 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cherrybench.runners import tracking
+from cherrybench import stats
+from cherrybench.runners import plots, tracking
 
-# the columns a reader looks at first, when present
-FIRST = ["n_selected", "heldout.eval_loss"]
+BASELINES = ("random", "full")
+REFERENCES = ("random", "full", "best")  # what each selector is compared with
 TIMING = ("scoring_seconds", "training_seconds", "eval_seconds")
+LOSS = ".eval_loss"
 
 
-def child_runs(client, experiment: str) -> pd.DataFrame:
-    """One row per finished trial: selector, seed, metrics, and NaN metrics with their reasons."""
-    rows = []
-    for run in tracking.finished_trials(client, experiment):
-        row = {"selector": run.data.tags.get(tracking.SELECTOR_TAG), "seed": run.data.tags.get(tracking.SEED_TAG),
-               "key": run.data.tags.get(tracking.KEY_TAG), "start": run.info.start_time}
-        row.update(run.data.metrics)
-        nan = tracking.nan_reasons(run)
-        row.update({metric: np.nan for metric in nan})
-        row["notes"] = "; ".join(f"{metric}: NaN ({why})" for metric, why in sorted(nan.items()))
-        rows.append(row)
-    if not rows:
+# -- the trials ---------------------------------------------------------------
+@dataclass(eq=False)  # identity: two trials are never "equal" by their tables
+class Trial:
+    """One finished trial run (selector x seed x budget) and what the leaderboard needs of it."""
+
+    selector: str
+    seed: str
+    budget: str  # normalised budget (`0.05`, `10`), `full` for the shared full baseline, `?` if unknown
+    run: object
+    metrics: dict  # NaN-with-reason metrics included, as NaN
+    reasons: dict  # metric -> why it is NaN
+    pool_size: int | None
+    tables: dict = field(default_factory=dict)  # set -> per-record eval table
+    tables_error: str = ""
+
+
+def _normalise_budget(text: str) -> str:
+    """`0.050` and `0.05` are one budget; `full` and `?` stay as they are."""
+    try:
+        return f"{float(text):g}"
+    except (TypeError, ValueError):
+        return str(text)
+
+
+def _trial(run) -> Trial:
+    tags, params = run.data.tags, run.data.params
+    reasons = tracking.nan_reasons(run)
+    metrics = {**run.data.metrics, **{m: np.nan for m in reasons}}
+    pool = params.get("pool_size")
+    return Trial(selector=tags.get(tracking.SELECTOR_TAG) or params.get("selector") or "?",
+                 seed=tags.get(tracking.SEED_TAG, "?"),
+                 budget=_normalise_budget(tags.get(tracking.BUDGET_TAG) or params.get("budget") or "?"),
+                 run=run, metrics=metrics, reasons=reasons,
+                 pool_size=int(pool) if pool and str(pool).isdigit() else None)
+
+
+def load_trials(client, experiment: str) -> list[Trial]:
+    """Finished trials; a rerun of the same configuration (same key) counts once, the latest."""
+    runs = sorted(tracking.finished_trials(client, experiment), key=lambda r: r.info.start_time or 0)
+    latest = {r.data.tags.get(tracking.KEY_TAG) or r.info.run_id: r for r in runs}
+    if not latest:
         raise ValueError(f"experiment {experiment!r} has no finished selector runs")
-    frame = pd.DataFrame(rows).sort_values("start")
-    return frame.drop_duplicates("key", keep="last")  # a rerun of the same configuration counts once
+    trials = [_trial(r) for r in latest.values()]
+    for trial in trials:
+        try:
+            trial.tables = tracking.per_record_tables(client, trial.run)
+        except Exception as exc:  # an unreadable artifact store: fall back like an older run, and say so
+            trial.tables_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return trials
 
 
-def build_leaderboard(client, experiment: str) -> pd.DataFrame:
-    runs = child_runs(client, experiment)
-    metrics = [c for c in runs.columns if c not in ("selector", "seed", "key", "start", "notes")]
-    ordered = [c for c in FIRST if c in metrics] + sorted(c for c in metrics if c not in FIRST and c not in TIMING) \
-        + [c for c in TIMING if c in metrics]
-    rows = []
-    for selector, group in runs.groupby("selector", sort=False):
-        row = {"selector": selector, "seeds": int(group["seed"].nunique())}
-        for column in ordered:
-            values = group[column].dropna().to_numpy(float)
-            row[f"{column} mean"] = float(values.mean()) if len(values) else np.nan
-            row[f"{column} std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
-        row["notes"] = "; ".join(sorted({n for n in group["notes"] if n}))
-        rows.append(row)
-    board = pd.DataFrame(rows)
-    sort_by = "heldout.eval_loss mean" if "heldout.eval_loss mean" in board.columns else None
-    if sort_by is None:
-        loss_columns = [c for c in board.columns if c.endswith("eval_loss mean")]
-        sort_by = loss_columns[0] if loss_columns else None
-    return board.sort_values(sort_by) if sort_by else board
+def _seed_key(seed: str):
+    return (0, int(seed), "") if str(seed).lstrip("-").isdigit() else (1, 0, str(seed))
 
 
-def _cell(mean, std) -> str:
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
-        return ""
-    text = f"{mean:.4g}"
-    return text if std is None or np.isnan(std) else f"{text} ± {std:.2g}"
+# -- budget sections ----------------------------------------------------------
+@dataclass
+class Section:
+    budget: str
+    groups: dict  # selector -> its trials, sorted by seed (seed k of A pairs with seed k of B)
+    pool_size: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        """The budget as a share of the pool, where it can be known (the curve's x)."""
+        try:
+            value = float(self.budget)
+        except ValueError:
+            return 1.0 if self.budget == "full" else None
+        if value < 1:
+            return value
+        return min(1.0, value / self.pool_size) if self.pool_size else None
+
+    @property
+    def label(self) -> str:
+        """How a person says this budget: `5%`, `20 records (10%)`."""
+        if self.budget == "?":
+            return "an unknown budget"
+        if self.budget == "full":
+            return "the full pool"
+        try:
+            value, share = float(self.budget), self.fraction
+        except ValueError:
+            return self.budget
+        if value < 1:
+            return f"{100 * value:g}%"
+        return f"{int(value)} records" + (f" ({100 * share:.3g}%)" if share is not None else "")
 
 
-def write_leaderboard(board: pd.DataFrame, experiment: str, out_dir: Path, command: str | None = None):
+def sections(trials: list[Trial]) -> list[Section]:
+    """One section per budget; the shared `full` runs (budget tag `full`) join every one."""
+    shared = [t for t in trials if t.selector == "full" and t.budget == "full"]
+    budgets = {t.budget for t in trials if t not in shared} or {"full"}
+    out = []
+    for budget in budgets:
+        members = [t for t in trials if t.budget == budget and t not in shared]
+        if budget == "full" or not any(t.selector == "full" for t in members):
+            members += shared
+        groups: dict[str, list[Trial]] = {}
+        for t in sorted(members, key=lambda t: (t.selector, _seed_key(t.seed))):
+            groups.setdefault(t.selector, []).append(t)
+        pools = [t.pool_size for t in members if t.pool_size]
+        out.append(Section(budget, groups, pools[0] if pools else None))
+    return sorted(out, key=lambda s: (s.fraction is None, s.fraction or 0.0, s.budget))
+
+
+# -- per-record arrays and intervals ------------------------------------------
+def _shared_ids(tables: list[pd.DataFrame]) -> tuple[list, bool]:
+    """Record ids every table has, in the first table's order; False if any table differs."""
+    first = list(tables[0]["id"])
+    if all(list(t["id"]) == first for t in tables[1:]):
+        return first, True
+    common = set(first).intersection(*(set(t["id"]) for t in tables[1:]))
+    return [i for i in dict.fromkeys(first) if i in common], False
+
+
+def _arrays(trials: list[Trial], set_name: str, ids: list | None):
+    """[n_seeds, n_records] answer-token loss sums and token counts; None when a trial lacks the table."""
+    tables = [t.tables.get(set_name) for t in trials]
+    if any(t is None for t in tables):
+        return None
+    if ids is not None:
+        tables = [t.drop_duplicates("id").set_index("id").loc[ids].reset_index() for t in tables]
+    num = np.stack([t["loss_sum"].fillna(0.0).to_numpy(float) for t in tables])
+    den = np.stack([t["n_tokens"].fillna(0).to_numpy(float) for t in tables])
+    num[den <= 0] = 0.0  # an unscored record carries no weight, on either side
+    return (num, den) if den.sum() > 0 else None
+
+
+def own_interval(num, den, n_resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """A selector's pooled loss with its two-level bootstrap interval: the paired
+    bootstrap of A against a constant B = 0 (stats has no one-sample function)."""
+    zeros, ones = np.zeros((1, num.shape[1])), np.ones((1, num.shape[1]))
+    deltas = stats.bootstrap_deltas(num, den, zeros, ones, n_resamples=n_resamples, seed=seed)
+    alpha = 1 - confidence
+    low, high = np.nanquantile(deltas, [alpha / 2, 1 - alpha / 2])
+    return float(num.sum() / den.sum()), float(low), float(high)
+
+
+def _finite(trials: list[Trial], metric: str) -> np.ndarray:
+    """The metric's finite values over the trials (a NaN has its reason in the notes)."""
+    values = np.array([t.metrics.get(metric, np.nan) for t in trials], dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _mean(trials: list[Trial], metric: str) -> float:
+    values = _finite(trials, metric)
+    return float(values.mean()) if values.size else np.nan
+
+
+def _std(trials: list[Trial], metric: str) -> float:
+    values = _finite(trials, metric)
+    return float(values.std(ddof=1)) if values.size > 1 else np.nan
+
+
+# -- one section ---------------------------------------------------------------
+@dataclass
+class _SectionData:
+    """What a section's rows and comparisons are computed from."""
+
+    section: Section
+    arrays: dict  # (selector, set) -> (num, den) or None
+    notes: list
+
+
+def _section_data(section: Section, sets: list[str]) -> _SectionData:
+    notes, arrays = [], {}
+    for set_name in sets:
+        present = [t.tables[set_name] for ts in section.groups.values() for t in ts if set_name in t.tables]
+        ids, same = _shared_ids(present) if present else (None, True)
+        if not same:
+            notes.append(f"{set_name}: runs were scored on different records; compared on the "
+                         f"{len(ids)} records all of them share")
+        for selector, trials in section.groups.items():
+            arrays[selector, set_name] = _arrays(trials, set_name, None if same else ids)
+    return _SectionData(section, arrays, notes)
+
+
+def _own_loss(data: _SectionData, selector: str, set_name: str, n_resamples: int, seed: int):
+    """(value, ci_low, ci_high, note): pooled over seeds and records with a bootstrap CI, or
+    for runs without per-record tables the mean of their pooled values, no CI, and a note why."""
+    metric, trials = set_name + LOSS, data.section.groups[selector]
+    arrays = data.arrays.get((selector, set_name))
+    if arrays is not None:
+        return (*own_interval(*arrays, n_resamples, seed), None)
+    value = _mean(trials, metric)
+    if not np.isfinite(value):
+        return value, np.nan, np.nan, None  # no references: the NaN's reason is among the notes already
+    missing = ", ".join(t.seed for t in trials if set_name not in t.tables)
+    why = "; ".join(sorted({t.tables_error for t in trials if t.tables_error})) or "runs logged before them"
+    return value, np.nan, np.nan, (f"{metric}: per-record losses missing for seed {missing} ({why}); "
+                                   "mean of the pooled values, no CI or test")
+
+
+def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], n_resamples: int, seed: int) -> dict:
+    """A selector's own numbers: eval_loss with a CI per set, extras as mean and std, timings."""
+    trials = data.section.groups[selector]
+    row = {"budget": data.section.budget, "budget_label": data.section.label,
+           "budget_fraction": data.section.fraction, "selector": selector, "baseline": selector in BASELINES,
+           "seeds": len({t.seed for t in trials})}
+    notes = sorted({f"{m}: NaN ({why})" for t in trials for m, why in t.reasons.items()})
+    for set_name in sets:
+        metric = set_name + LOSS
+        row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], note = \
+            _own_loss(data, selector, set_name, n_resamples, seed)
+        notes += [note] if note else []
+    row["n_selected"] = _mean(trials, "n_selected")
+    for metric in extras:
+        row[f"{metric} mean"], row[f"{metric} std"] = _mean(trials, metric), _std(trials, metric)
+    row.update({metric: _mean(trials, metric) for metric in TIMING})
+    row["notes"] = "; ".join(notes)
+    return row
+
+
+def _compare(data: _SectionData, a: str, b: str, headline: str, n_resamples: int, seed: int) -> dict:
+    """A against B on the headline metric: paired when both have per-record losses, else the pooled means only."""
+    set_name = headline[: -len(LOSS)]
+    xa, xb = data.arrays[a, set_name], data.arrays[b, set_name]
+    out = {"budget": data.section.budget, "selector": a, "reference": b}
+    if xa is None or xb is None:
+        delta = _mean(data.section.groups[a], headline) - _mean(data.section.groups[b], headline)
+        return {**out, "delta": delta, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "levels": "none",
+                "n_records": np.nan}
+    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples)
+    return {**out, "delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value,
+            "levels": "+".join(d.levels), "n_records": d.n_records}
+
+
+def _best(rows: list[dict], headline: str | None) -> str | None:
+    """The selector with the lowest headline loss at this budget (`full` is not a selection)."""
+    ranked = [r for r in rows if headline and r["selector"] != "full" and np.isfinite(r.get(headline, np.nan))]
+    return min(ranked, key=lambda r: r[headline])["selector"] if ranked else None
+
+
+def _section_rows(data: _SectionData, sets, extras, headline, n_resamples, seed, comparisons: list) -> list[dict]:
+    """Rows of one section, each with the keys of its comparisons (filled in after Holm)."""
+    rows = [_row(data, s, sets, extras, n_resamples, seed) for s in data.section.groups]
+    best = _best(rows, headline)
+    done: dict[frozenset, int] = {}  # a pair is one test, whichever way round it is asked
+    for row in rows:
+        row["best"] = best
+        refs = {"random": "random", "full": "full", "best": best}
+        for name, ref in refs.items():
+            if headline is None or ref is None or ref == row["selector"] or ref not in data.section.groups:
+                row[f"vs_{name}"] = None
+                continue
+            pair = frozenset((row["selector"], ref))
+            if pair not in done:
+                done[pair] = len(comparisons)
+                comparisons.append(_compare(data, row["selector"], ref, headline, n_resamples, seed))
+            row[f"vs_{name}"] = (done[pair], comparisons[done[pair]]["selector"] != row["selector"])
+    return rows
+
+
+def _fill_comparisons(rows: list[dict], comparisons: pd.DataFrame) -> None:
+    """Each row's delta, CI, p, Holm-adjusted p and verdict per reference; a flipped pair negates delta and CI."""
+    for row in rows:
+        for name in REFERENCES:
+            ref = row.pop(f"vs_{name}")
+            keys = [f"vs_{name}_{k}" for k in ("delta", "ci_low", "ci_high", "p", "p_holm")]
+            if ref is None:
+                row.update(dict.fromkeys(keys, np.nan), **{f"verdict_vs_{name}": None})
+                continue
+            c = comparisons.iloc[ref[0]]
+            sign = -1.0 if ref[1] else 1.0
+            low, high = sorted((sign * c["ci_low"], sign * c["ci_high"])) if np.isfinite(c["ci_low"]) \
+                else (np.nan, np.nan)
+            row.update(zip(keys, (sign * c["delta"], low, high, c["p"], c["p_holm"])))
+            row[f"verdict_vs_{name}"] = (stats.verdict(low, high, c["p_holm"], lower_is_better=True)
+                                         if np.isfinite(c["p_holm"]) else None)
+
+
+def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -> list[str]:
+    notes = list(data.notes)
+    one = [r["selector"] for r in rows if r["seeds"] == 1]
+    if one and len(one) == len(rows):
+        notes.append("One seed per selector: intervals and p-values come from the eval records alone; "
+                     "they do not include training-seed variation.")
+    elif one:
+        notes.append(f"One seed for {', '.join(one)}: their intervals come from the eval records alone.")
+    best = rows[0].get("best") if rows else None
+    if best:
+        notes.append(f"vs_best compares with {best}, the lowest {headline} at this budget (full not counted).")
+    if headline and data.section.fraction is None:
+        notes.append("The pool size is unknown, so this budget is left off the budget curve.")
+    fallback = [r["selector"] for r in rows if headline and np.isnan(r.get(f"{headline}_ci_low", np.nan))
+                and np.isfinite(r.get(headline, np.nan))]
+    if fallback:
+        notes.append(f"No per-record eval losses for {', '.join(fallback)} (older runs): their {headline} is the "
+                     "mean of pooled values, without a CI, and no verdict is given for them.")
+    return notes
+
+
+# -- the whole leaderboard -------------------------------------------------------
+@dataclass
+class Leaderboard:
+    experiment: str
+    headline: str | None  # e.g. "heldout.eval_loss"; None when no eval set has references
+    table: pd.DataFrame  # one row per (budget, selector)
+    comparisons: pd.DataFrame  # one row per distinct paired comparison, with p and Holm-adjusted p_holm
+    sentences: dict  # budget -> stats.verdict_sentence
+    notes: dict  # budget -> notes a reader needs (one seed, fallbacks, which selector is best)
+    labels: dict  # budget -> how a person says it
+    extras: list  # metrics shown as mean ± std over seeds
+    n_resamples: int
+    seed: int
+
+
+def _metric_names(trials: list[Trial]) -> tuple[list[str], list[str], list[str]]:
+    """(every eval set, the sets with references, the extra metrics)."""
+    names = {m for t in trials for m in t.metrics} | {f"{s}{LOSS}" for t in trials for s in t.tables}
+    sets = sorted(m[: -len(LOSS)] for m in names if m.endswith(LOSS))
+    with_refs = [s for s in sets if any(s in t.tables or np.isfinite(t.metrics.get(s + LOSS, np.nan))
+                                        for t in trials)]
+    extras = sorted(m for m in names if not m.endswith(LOSS) and m != "n_selected" and m not in TIMING)
+    return sets, with_refs, extras
+
+
+def build_leaderboard(client, experiment: str, n_resamples: int = 10_000, seed: int = 0) -> Leaderboard:
+    """Every budget's rows, paired comparisons Holm-adjusted across the whole leaderboard, and a sentence per budget."""
+    trials = load_trials(client, experiment)
+    sets, with_refs, extras = _metric_names(trials)
+    headline_set = "heldout" if "heldout" in with_refs else (with_refs[0] if with_refs else None)
+    headline = headline_set + LOSS if headline_set else None
+    sets = ([headline_set] if headline_set else []) + [s for s in sets if s != headline_set]
+    comparisons, rows, notes, labels = [], [], {}, {}
+    per_section = []
+    for section in sections(trials):
+        data = _section_data(section, [s for s in sets if s in with_refs])
+        section_rows = _section_rows(data, sets, extras, headline, n_resamples, seed, comparisons)
+        per_section.append((data, section_rows))
+        labels[section.budget] = section.label
+    comps = pd.DataFrame(comparisons, columns=["budget", "selector", "reference", "delta", "ci_low", "ci_high", "p",
+                                               "levels", "n_records"])
+    comps["p_holm"] = stats.holm(comps["p"].to_numpy(float)) if len(comps) else []
+    sentences = {}
+    for data, section_rows in per_section:
+        _fill_comparisons(section_rows, comps)
+        section_rows.sort(key=lambda r: _sort_key(r, headline))
+        notes[data.section.budget] = _section_notes(data, section_rows, headline)
+        sentences[data.section.budget] = stats.verdict_sentence(
+            data.section.label, [(r["selector"], r["verdict_vs_random"], r["verdict_vs_full"])
+                                 for r in section_rows if r["selector"] != "full"])
+        rows += section_rows
+    comps["verdict"] = [stats.verdict(c.ci_low, c.ci_high, c.p_holm, lower_is_better=True)
+                        if np.isfinite(c.p_holm) else None for c in comps.itertuples()]
+    return Leaderboard(experiment, headline, _ordered(pd.DataFrame(rows), headline, sets, extras), comps,
+                       sentences, notes, labels, extras, n_resamples, seed)
+
+
+def _sort_key(row: dict, headline: str | None):
+    """Lowest headline first; rows without a value last, by name."""
+    value = row.get(headline, np.nan) if headline else np.nan
+    return (not np.isfinite(value), value if np.isfinite(value) else 0.0, row["selector"])
+
+
+def _loss_columns(set_name: str) -> list[str]:
+    return [f"{set_name}{LOSS}", f"{set_name}{LOSS}_ci_low", f"{set_name}{LOSS}_ci_high"]
+
+
+def _ordered(table: pd.DataFrame, headline: str | None, sets: list[str], extras: list[str]) -> pd.DataFrame:
+    """Headline columns first, then the other sets, extras, sizes and timings."""
+    first = ["budget", "budget_label", "budget_fraction", "selector", "baseline"]
+    head = _loss_columns(headline[: -len(LOSS)]) if headline else []
+    vs = [f"vs_{r}_{k}" for r in REFERENCES for k in ("delta", "ci_low", "ci_high", "p", "p_holm")] \
+        + [f"verdict_vs_{r}" for r in REFERENCES] + ["best"]
+    rest = [c for s in sets if f"{s}{LOSS}" != headline for c in _loss_columns(s)]
+    extra = [f"{m} {k}" for m in extras for k in ("mean", "std")]
+    columns = first + head + vs + rest + extra + ["n_selected", "seeds", *TIMING, "notes"]
+    return table[[c for c in columns if c in table.columns]].reset_index(drop=True)
+
+
+# -- the command line as written into the leaderboard ---------------------------
+# an absolute path: after the start, a space, `=`, `:`, `,`, a quote or `(`, or right after a URI's `://` or `:///`
+_ABS_PATH = re.compile(r"(?:^|(?<=[\s=:,'\"(])|(?<=://)|(?<=:///))(/[^\s/'\",;:=()]+(?:/[^\s/'\",;:=()]+)*/?)")
+
+
+def _repo_root(cwd: Path) -> Path | None:
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def sanitize_command(command: str, cwd: str | Path | None = None) -> str:
+    """The command without a machine's absolute paths: a path under the working
+    directory or its repository becomes relative to the working directory
+    (`data/pool.json`, `../evals/vic.json`); any other keeps its last two
+    components after `<abs>/` (`/home/me/evals/vic.json` -> `<abs>/evals/vic.json`),
+    enough to recognise the file without telling where a machine keeps it.
+    Relative paths and URLs with a host (`http://host:5000/x`) stay as typed."""
+    cwd = Path(os.path.abspath(cwd or os.getcwd()))
+    roots = [r for r in (cwd, _repo_root(cwd)) if r is not None]
+
+    def replace(match: re.Match) -> str:
+        path = Path(os.path.normpath(match.group(1)))
+        if any(path == r or r in path.parents for r in roots):
+            return os.path.relpath(path, cwd)
+        return "<abs>/" + "/".join(path.parts[-2:] if len(path.parts) > 2 else path.parts[1:])
+
+    return _ABS_PATH.sub(replace, command)
+
+
+# -- writing --------------------------------------------------------------------
+def _missing(row, metric: str) -> str:
+    """`NaN` where the run says why (the reason is in notes); blank where it never logged the metric."""
+    return "NaN" if f"{metric}: NaN" in (row.get("notes") or "") else ""
+
+
+def _num(row, metric: str, fmt: str) -> str:
+    value = row.get(metric)
+    return _missing(row, metric) if value is None or not np.isfinite(value) else format(value, fmt)
+
+
+def _loss_cell(row, metric: str) -> str:
+    value, low, high = row.get(metric), row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    if value is None or not np.isfinite(value):
+        return _missing(row, metric)
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f} (no CI)"
+
+
+def _comparison_cells(row, name: str) -> list[str]:
+    if row["selector"] == name or (name == "best" and row["selector"] == row.get("best")):
+        return ["—", "—", "(self)" if name != "best" else "(best)"]
+    delta, verdict = row.get(f"vs_{name}_delta"), row.get(f"verdict_vs_{name}")
+    if delta is None or not np.isfinite(delta):
+        return ["", "", ""]
+    low, high = row.get(f"vs_{name}_ci_low"), row.get(f"vs_{name}_ci_high")
+    ci = f"[{low:+.4f}, {high:+.4f}]" if np.isfinite(low) else "no CI"
+    said = f"{verdict} (p_holm {row[f'vs_{name}_p_holm']:.2g})" if isinstance(verdict, str) else "n/a (no test)"
+    return [f"{delta:+.4f}", ci, said]
+
+
+def _extra_cell(row, metric: str) -> str:
+    mean, std = row.get(f"{metric} mean"), row.get(f"{metric} std")
+    if mean is None or not np.isfinite(mean):
+        return _missing(row, metric)
+    return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None and np.isfinite(std) else "")
+
+
+def _header(board: Leaderboard, sets: list[str]) -> list[str]:
+    head = [f"{board.headline} [95% CI]"] if board.headline else []
+    vs = [f"vs_{r}_{k}" if k != "verdict" else f"verdict_vs_{r}" for r in REFERENCES for k in ("delta", "ci", "verdict")]
+    return ["selector", *head, *(vs if board.headline else []), *[f"{s}{LOSS} [95% CI]" for s in sets],
+            *board.extras, "n_selected", "seeds", *TIMING, "notes"]
+
+
+def _table_lines(board: Leaderboard, rows: pd.DataFrame, sets: list[str]) -> list[str]:
+    header = _header(board, sets)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in rows.iterrows():
+        name = row["selector"] + (" (baseline)" if row["baseline"] else "")
+        cells = [name] + ([_loss_cell(row, board.headline)] if board.headline else [])
+        if board.headline:
+            cells += [c for r in REFERENCES for c in _comparison_cells(row, r)]
+        cells += [_loss_cell(row, f"{s}{LOSS}") for s in sets] + [_extra_cell(row, m) for m in board.extras]
+        cells += [_num(row, "n_selected", "g"), str(row["seeds"])] + [_num(row, m, ".1f") for m in TIMING]
+        cells.append(row.get("notes") or "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+EXTRA_MEANINGS = {
+    "judge_quality": "judge's quality score of generated answers, 1..6, higher is better",
+    "deita_quality": "Deita quality score of generated answers, higher is better",
+    "winning_score": "pairwise against the baseline's answers, (wins - losses) / n + 1 in 0..2, above 1 beats it",
+    "wins": "pairwise comparisons won (both answer orders agree), a count",
+    "ties": "pairwise comparisons tied, a count",
+    "losses": "pairwise comparisons lost, a count",
+    "train_loss": "final training loss on the selected subset, nats (not comparable across subsets)",
+}
+
+
+def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
+    """Every column's meaning, scale and direction, once."""
+    n_tests = int(np.isfinite(board.comparisons["p"]).sum()) if len(board.comparisons) else 0
+    lines = ["## What the columns mean", ""]
+    if board.headline:
+        lines += [
+            f"- `{board.headline}` (the headline) and every `<set>.eval_loss`: answer-token cross-entropy in nats "
+            "on that eval set, pooled over its answer tokens and the selector's seeds; lower is better. "
+            "[95% CI]: two-level bootstrap over seeds and eval records.",
+            f"- `vs_random_delta`, `vs_full_delta`, `vs_best_delta`: {board.headline} of the row minus that of "
+            "random / full / the best selector of the budget, on the same eval records, in nats; negative is better.",
+            f"- `vs_*_ci`: 95% paired two-level bootstrap interval of that delta ({board.n_resamples:,} resamples, "
+            "seed and record draws shared by both sides). `—` and `(self)` / `(best)`: the row is that reference.",
+            "- `verdict_vs_*`: `better` or `worse` only when the CI excludes 0 and the Holm-adjusted p < 0.05, "
+            f"else `no difference`; p is a two-sided sign-flip permutation test over eval records "
+            f"({board.n_resamples:,} permutations, exact up to 16 records), Holm-adjusted "
+            f"over all {n_tests} comparisons of this leaderboard (p_holm shown). `n/a`: no per-record losses, no test.",
+        ]
+    for metric in board.extras:
+        meaning = next((v for k, v in EXTRA_MEANINGS.items() if metric.endswith(k)), "a logged metric")
+        lines.append(f"- `{metric}`: {meaning}; mean ± standard deviation over seeds.")
+    lines += ["- `n_selected`: records in the selected subset (mean over seeds); `seeds`: trials counted.",
+              "- `scoring_seconds`, `training_seconds`, `eval_seconds`: wall-clock seconds per trial, mean over seeds.",
+              "- `notes`: metrics that are NaN, with the reason, and fallbacks."]
+    return lines
+
+
+def write_markdown(board: Leaderboard, path: Path, command: str | None) -> Path:
+    sets = [c[: -len(LOSS)] for c in board.table.columns if c.endswith(LOSS) and c != board.headline]
+    lines = [f"# Leaderboard: {board.experiment}", ""]
+    if command:
+        lines += ["Produced by:", "", "```bash", sanitize_command(command), "```", ""]
+    if board.headline:
+        lines += [f"Headline: `{board.headline}`, rows sorted by it (lower is better). Every selector is compared, "
+                  "paired on the same eval records, with `random` at the same budget, with `full` and with the best "
+                  "selector of its budget.", ""]
+    for budget, rows in board.table.groupby("budget", sort=False):
+        lines += [f"## Budget: {board.labels[budget]} (`--budget {budget}`)", ""]
+        lines += _table_lines(board, rows, sets) + ["", f"Verdict: {board.sentences[budget]}", ""]
+        lines += [f"- {n}" for n in board.notes[budget]] + ([""] if board.notes[budget] else [])
+    lines += _legend(board, sets)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_curve(board: Leaderboard, path: Path) -> Path:
+    """Headline metric against budget (share of the pool), one line per selector."""
+    table, h = board.table, board.headline
+    curves, full = {}, None
+    if h:
+        known = table[table["budget_fraction"].notna() & table[h].notna()]
+        for selector, rows in known[known["selector"] != "full"].groupby("selector"):
+            curves[selector] = (rows["budget_fraction"].astype(float), rows[h], rows[f"{h}_ci_low"], rows[f"{h}_ci_high"])
+        full_rows = table[(table["selector"] == "full") & table[h].notna()]
+        if len(full_rows):
+            full = tuple(float(full_rows[c].mean()) for c in (h, f"{h}_ci_low", f"{h}_ci_high"))
+    ylabel = f"{h} (nats, lower is better)" if h else "eval_loss"
+    return plots.budget_curve(curves, path, ylabel=ylabel, full=full,
+                              title=f"{board.experiment}: {h or 'eval_loss'} by budget, 95% CI")
+
+
+def write_leaderboard(board: Leaderboard, experiment: str, out_dir: Path, command: str | None = None):
+    """`<experiment>.md` for people, `.csv` with every number, `.budget.png` the budget curve."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
-    csv = out_dir / f"{safe}.csv"
-    md = out_dir / f"{safe}.md"
-    board.to_csv(csv, index=False)
-    metrics = [c[: -len(" mean")] for c in board.columns if c.endswith(" mean")]
-    header = ["selector", "seeds"] + metrics + ["notes"]
-    lines = [f"# Leaderboard: {experiment}", ""]
-    if command:
-        lines += ["Produced by:", "", "```bash", command, "```", ""]
-    lines += ["Mean ± standard deviation over seeds; eval_loss is answer-token cross-entropy (lower is better); "
-              "winning_score = (wins - losses) / n + 1 against the pairwise baseline (above 1 beats it).", ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for _, row in board.iterrows():
-        cells = [str(row["selector"]), str(row["seeds"])]
-        notes = row.get("notes") or ""
-        cells += [_cell(row.get(f"{m} mean"), row.get(f"{m} std")) or ("NaN" if f"{m}: NaN" in notes else "")
-                  for m in metrics] + [notes]
-        lines.append("| " + " | ".join(cells) + " |")
-    md.write_text("\n".join(lines) + "\n")
-    return md, csv
+    md, csv, png = out_dir / f"{safe}.md", out_dir / f"{safe}.csv", out_dir / f"{safe}.budget.png"
+    board.table.to_csv(csv, index=False)
+    write_markdown(board, md, command)
+    write_curve(board, png)
+    return md, csv, png
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--out-dir", default="leaderboards")
+    parser.add_argument("--resamples", type=int, default=10_000,
+                        help="bootstrap resamples and sign-flip permutations per comparison (default 10000); the "
+                             "smallest p is 1/(N+1), so keep N well above 20 x the number of comparisons for Holm")
 
 
 def run(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     client = tracking.check_tracking(uri)
-    board = build_leaderboard(client, args.experiment)
-    md, csv = write_leaderboard(board, args.experiment, Path(args.out_dir),
-                                tracking.latest_command(client, args.experiment))
+    board = build_leaderboard(client, args.experiment, n_resamples=args.resamples)
+    md, csv, png = write_leaderboard(board, args.experiment, Path(args.out_dir),
+                                     tracking.latest_command(client, args.experiment))
     print(md.read_text())
-    print(f"wrote {md} and {csv}")
+    print(f"wrote {md}, {csv} and {png}")
     return 0

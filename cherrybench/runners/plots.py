@@ -82,3 +82,64 @@ def predicted_vs_actual(y, fit, out) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def budget_curve(curves: dict, out: Path, ylabel: str, title: str, full=None,
+                 xlabel: str = "budget (share of the pool)") -> Path:
+    """The headline metric against budget, so a reader sees where selection starts
+    to pay off: one line per selector with its 95% CI band, `random` dashed grey,
+    `full` (all of the pool) a horizontal black line with its band.
+
+    curves: selector -> (x, mean, ci_low, ci_high), x a share of the pool in (0, 1];
+    full: (mean, ci_low, ci_high) or None."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    xs = np.concatenate([np.asarray(c[0], dtype=float) for c in curves.values()]) if curves else np.array([])
+    colours = iter(plt.get_cmap("tab10").colors[:7] + plt.get_cmap("tab10").colors[8:])  # grey (7) is random's
+    for name in sorted(curves, key=lambda n: (n != "random", n)):
+        x, mean, low, high = (np.asarray(v, dtype=float) for v in curves[name])
+        order = np.argsort(x)
+        x, mean, low, high = x[order], mean[order], low[order], high[order]
+        style = dict(color="#7f7f7f", linestyle="--") if name == "random" else dict(color=next(colours, "#333333"))
+        ax.plot(x, mean, marker="o", linewidth=1.8, label=name, **style)
+        band = np.isfinite(low) & np.isfinite(high)
+        if band.sum() > 1:
+            ax.fill_between(x[band], low[band], high[band], color=style["color"], alpha=0.1, linewidth=0)
+        elif band.any():  # one budget: a band has no width, an error bar shows the interval
+            ax.errorbar(x[band], mean[band], yerr=[mean[band] - low[band], high[band] - mean[band]],
+                        color=style["color"], capsize=4, linewidth=1)
+    if full is not None and np.isfinite(full[0]):
+        ax.axhline(full[0], color="black", linewidth=1.5, label="full (whole pool)")
+        if np.isfinite(full[1]) and np.isfinite(full[2]):
+            ax.axhspan(full[1], full[2], color="black", alpha=0.06, linewidth=0)
+    if len(xs) and xs.min() > 0 and xs.max() / xs.min() >= 8:
+        ax.set_xscale("log")
+    if len(xs):
+        ax.set_xticks(np.unique(xs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        pad = 0.15 if ax.get_xscale() == "log" else 0.05
+        low, high = xs.min(), xs.max()
+        span = (np.log10(high) - np.log10(low)) if ax.get_xscale() == "log" else high - low
+        if ax.get_xscale() == "log":
+            ax.set_xlim(low / 10 ** (pad * (span or 1)), high * 10 ** (pad * (span or 1)))
+        else:
+            ax.set_xlim(low - pad * (span or low), high + pad * (span or low))
+    else:
+        ax.text(0.5, 0.5, "no budget with a known share of the pool", ha="center", va="center",
+                transform=ax.transAxes, color="#666666")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    # own intervals carry the eval records' spread, which a paired comparison cancels: overlap is no verdict
+    fig.text(0.01, 0.01, "bands: each line's own 95% CI; differences are tested paired (see the leaderboard)",
+             fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 KEY_TAG = "cherrybench.key"
 SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
-BUDGET_TAG = "cherrybench.budget"  # as typed; "full" for the whole-pool baseline
+BUDGET_TAG = "cherrybench.budget"  # the budget as typed (`0.05`, `10`); `full` for the baseline every budget shares
 COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
 MODEL_DIR_TAG = "cherrybench.model_dir"
@@ -178,3 +178,42 @@ def read_json_artifact(run, name: str):
     import mlflow
 
     return json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name)).read_text())
+
+
+PER_RECORD_SUFFIX = ".per_record.parquet"
+
+
+def per_record_tables(client, run) -> dict:
+    """set name -> the run's per-record eval table (`eval/<set>.per_record.parquet`:
+    id, n_tokens, loss_sum, loss_mean, reason); {} for a run logged before these existed.
+    Paired comparisons resample these rows; the pooled metric alone cannot give an interval.
+    Read straight from the run's artifact location: going through the run id costs
+    three database lookups per file, which dominated a leaderboard's time."""
+    import pandas as pd
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    tables = {}
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+        for item in repo.list_artifacts("eval"):
+            name = Path(item.path).name
+            if item.is_dir or not name.endswith(PER_RECORD_SUFFIX):
+                continue
+            local = repo.download_artifacts(item.path, dst_path=tmp)
+            tables[name[: -len(PER_RECORD_SUFFIX)]] = pd.read_parquet(local)
+    return tables
+
+
+@contextmanager
+def _no_progress_bars():
+    """MLflow draws a bar per downloaded file; a bar per small table buries the output."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    saved = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved

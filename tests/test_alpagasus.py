@@ -16,7 +16,8 @@ DATASET = Dataset([Record(str(i), [Turn(q, a)]) for i, (q, a) in enumerate(PAIRS
 
 def test_threshold_then_top_k_on_given_scores(ctx):
     given = pd.DataFrame({"id": [str(i) for i in range(5)], "alpagasus": [4.9, 4.5, np.nan, 4.7, 4.7],
-                          "alpagasus_reason": [None, None, "prompt_too_long", None, None]})
+                          "alpagasus_reason": [None, None, "prompt_too_long", None, None],
+                          "_record_hash": [r.content_hash for r in DATASET.records]})  # scores of these records
     selector = SELECTORS.get("alpagasus")()
     selection, _ = run_selection(DATASET, selector, Budget.parse("2"), ctx, given=given)
     assert selection.ids == ["0", "3"]  # >= 4.5 kept: 0, 1, 3, 4; best two, ties by id

@@ -56,6 +56,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "unknown selector 'idf'. Did you mean ifd" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # parses the embedded ShareGPT file three times
 def test_default_sample_is_deterministic_and_reports_skips():
     a, report = load_sharegpt_sample(30, seed=3)
     b, _ = load_sharegpt_sample(30, seed=3)

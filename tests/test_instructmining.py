@@ -88,6 +88,7 @@ def learned_rule(tmp_path) -> str:
     return str(rule.save(tmp_path / "rule.json"))
 
 
+@pytest.mark.slow  # resolves the model for its tokenizer
 def test_learned_rule_as_metric_and_selector(records, ctx, tmp_path):
     from cherrybench.metrics.mtld import mtld, words
 

@@ -15,7 +15,8 @@ from cherrybench.registry import Registry
 from cherrybench.scoring import is_per_record
 
 NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
-# bumped when the scoring core changes what every metric outputs (2: blank answers are NaN empty_answer)
+# bumped when the scoring core or engine changes what metrics output (2: blank answers are NaN
+# empty_answer; logits from the model's own head, so Granite, Cohere and the like change)
 SCORING_CORE_VERSION = 2
 
 

@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     args.plugin = [*args.plugin, *getattr(args, "plugin_after", [])]
     args.command_line = "cherrybench " + " ".join(shlex.quote(a) for a in argv)  # recorded with results
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # one bar per stage and cherrybench's own messages; -v: every library's logs and bars
+        from cherrybench.quiet import quiet_libraries
+
+        quiet_libraries()
     try:
         load_plugins(args.plugin)
         check_command(args)  # score and select; compare and regress check in their run()

@@ -1,25 +1,48 @@
 """`make demo`: a whole comparison on the embedded defaults (ShareGPT sample,
 SmolLM2-135M-Instruct, all-MiniLM-L6-v2): ifd, longest, random (and deita when
-registered) against the full pool, fine-tuned and evaluated the same way,
-logged to MLflow in ./mlflow.db. Sized to finish in about 15 minutes on a
-2-core CPU from a cold cache; every setting is a flag of `cherrybench compare`."""
+registered) against the full pool, two seeds each, fine-tuned and evaluated the
+same way, logged to MLflow in ./mlflow.db. It ends with the leaderboard (paired
+intervals and the verdict sentence) and the MLflow command. Sized to finish in
+about 6 minutes on a 2-core CPU; every setting is a flag of `cherrybench compare`
+(flags given here override them), `-v` shows every library's logs."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cherrybench.cli import main as cli_main
 from cherrybench.selectors import SELECTORS
 
-# sized from measured CPU rates (forward about 130 GFLOP/s on 2 free cores, benchmarks/README.md):
-# the full-pool fine-tune (80 x 192 tokens) and deita's judge passes dominate; about 12 minutes in all
-DEMO_ARGS = ["--pool-size", "80", "--eval-size", "16", "--budget", "0.1", "--max-length", "192",
-             "--gen-size", "6", "--max-new-tokens", "32", "--epochs", "1", "--experiment", "demo"]
+# two seeds at a small size rather than one at a larger: the leaderboard's intervals then
+# include training-seed variation. 32 pool records cut at 128 tokens, 8 kept per selector,
+# 12 held out (paired per record), 3 answers of 16 tokens generated per model for the judges.
+DEMO_ARGS = ["--pool-size", "32", "--eval-size", "12", "--budget", "0.25", "--max-length", "128",
+             "--gen-size", "3", "--max-new-tokens", "16", "--epochs", "1", "--seeds", "2", "--experiment", "demo"]
+
+
+def pick_threads() -> None:
+    """One torch thread when other work already holds half the cores or more: threads that
+    cannot each have a core wait on each other (a training step ran 2x slower with 2 threads
+    than with 1 under a load of 3.5 on 2 cores). OMP_NUM_THREADS, when set, decides."""
+    if "OMP_NUM_THREADS" in os.environ or not hasattr(os, "getloadavg"):
+        return
+    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    if cores > 1 and load >= cores / 2:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        print(f"demo: the CPU is busy (load {load:.1f} on {cores} cores): torch uses 1 thread "
+              "(set OMP_NUM_THREADS to choose)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
+    pick_threads()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = list(DEMO_ARGS)
+    if any(a == "--seed" or a.startswith("--seed=") for a in argv):  # the user's seeds replace --seeds 2
+        at = defaults.index("--seeds")
+        del defaults[at: at + 2]
     selectors = ["ifd", "longest", "random"] + [s for s in ("deita",) if s in SELECTORS.names()]
-    return cli_main(["compare", "--selectors", ",".join(selectors), *DEMO_ARGS, *(argv if argv is not None else sys.argv[1:])])
+    return cli_main(["compare", "--selectors", ",".join(selectors), *defaults, *argv])
 
 
 if __name__ == "__main__":

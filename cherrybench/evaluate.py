@@ -10,6 +10,16 @@ from cherrybench.prompts import context_pieces, tokenize_record
 from cherrybench.records import Record, Turn
 
 
+def _bar(ctx, total: int, desc: str):
+    """One bar for an evaluation stage (none without ctx.progress or work)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rec", disable=not getattr(ctx, "progress", False) or not total,
+                file=sys.stderr, dynamic_ncols=True)
+
+
 def _lm(model, ctx):
     from cherrybench.context import Context
 
@@ -29,7 +39,8 @@ def eval_losses(model, records: list[Record], prompt: str = "alpaca", max_length
     scored = [i for i, t in enumerate(tokenized) if not t.reason]
     sequences = [tokenized[i].sequence for i in scored]
     targets = [[q for t in tokenized[i].turns for q in range(t.start + 1, t.start + len(t.answer))] for i in scored]
-    losses = dict(zip(scored, lm.token_losses(sequences, targets)))
+    with _bar(ctx, sum(1 for t in targets if t), "evaluate loss") as bar:
+        losses = dict(zip(scored, lm.token_losses(sequences, targets, on_progress=bar.update)))
     rows = []
     for i, record in enumerate(records):
         values = losses.get(i)
@@ -90,7 +101,8 @@ def generate_answers(model, records: list[Record], max_new_tokens: int = 128, pr
         first = Record(record.id, [Turn(record.turns[0].instruction, "", record.turns[0].input)], system=record.system)
         ids = lm.encode(context_pieces(first, prompt, lm.tokenizer)[0])
         prompts.append(ids[-max_length:] if max_length else ids)
-    outputs = lm.generate(prompts, max_new_tokens=max_new_tokens)
+    with _bar(ctx, len(prompts), "evaluate generate") as bar:
+        outputs = lm.generate(prompts, max_new_tokens=max_new_tokens, on_progress=bar.update)
     return [lm.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
 
 

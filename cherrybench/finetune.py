@@ -177,6 +177,11 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
         dataloader_num_workers=0, **device_settings(device),
     )
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad))
+    # one bar, no per-step log dicts on the console (unless transformers' verbosity allows them: -v);
+    # logging_steps=1 still fills state.log_history, the loss history kept below
+    from cherrybench.quiet import quiet_trainer
+
+    quiet_trainer(trainer, progress, f"fine-tune {len(records)} records, seed {config.seed}")
     result = trainer.train()
     model = trainer.model
     if config.lora:

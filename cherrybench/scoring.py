@@ -94,7 +94,7 @@ def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.Da
         chunks = [list(range(len(records)))] if any(h not in done for h in hashes) else []
     todo = sum(1 for h in hashes if h not in done)
     bar = tqdm(total=len(records), initial=len(records) - todo, desc=f"score {metric.name}", unit="rec",
-               disable=not ctx.progress, file=sys.stderr, dynamic_ncols=True)
+               disable=not ctx.progress or not todo, file=sys.stderr, dynamic_ncols=True)  # no bar for cached scores
     for chunk in chunks:
         pending, pending_hashes = [], set()
         for i in chunk:

@@ -5,12 +5,7 @@ interrupted comparison, rerun, skips the child runs that completed."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -38,39 +33,6 @@ class Flaky(RandomSample):
             raise KeyboardInterrupt("interrupted")
         return super().select(scores, budget, ctx)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("mlflow server did not start")
-        time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
 
 
 ARGS = ["--pool-size", "12", "--eval-size", "4", "--budget", "4", "--max-length", "64", "--gen-size", "2",
@@ -170,10 +132,10 @@ def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_pa
     assert rows.count("| flaky") == 1 and rows.count("| longest") == 1  # each trial counted once
 
 
-def test_unreachable_server_fails_before_any_work(tmp_path, monkeypatch, capsys):
+def test_unreachable_server_fails_before_any_work(tmp_path, monkeypatch, capsys, unused_port):
     monkeypatch.chdir(tmp_path)
     started = time.time()
-    assert compare_main(["--selectors", "ifd", "--tracking-uri", f"http://127.0.0.1:{free_port()}", *ARGS]) == 2
+    assert compare_main(["--selectors", "ifd", "--tracking-uri", f"http://127.0.0.1:{unused_port}", *ARGS]) == 2
     assert "unreachable" in capsys.readouterr().err
     assert time.time() - started < 30
     assert not (tmp_path / "leaderboards").exists()

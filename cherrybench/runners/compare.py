@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 import time
@@ -25,7 +26,7 @@ from cherrybench.finetune import TrainConfig, finetuned_model, training_summary
 from cherrybench.outputs import write_subset
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.runners import plots, tracking
-from cherrybench.runners.options import add_training_arguments, train_config_from_args
+from cherrybench.runners.options import add_tracking_arguments, add_training_arguments, train_config_from_args
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
@@ -92,13 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = add_training_arguments(parser, "selector")
     group.add_argument("--brief-experience", action="store_true",
                        help="Cherry stage 1: score IFD with a model briefly trained on 100 clusters x 10 records")
-    group = parser.add_argument_group("tracking")
-    group.add_argument("--experiment", default="cherrybench", help="MLflow experiment (one per comparison)")
-    group.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    group = add_tracking_arguments(parser, "cherrybench", " (one per comparison)")
     group.add_argument("--no-baselines", action="store_true", help="do not add the random and full baselines")
     group.add_argument("--pairwise-baseline", default="full",
                        help="selector whose model every other is judged against pairwise (default full)")
     group.add_argument("--leaderboard-dir", default="leaderboards", help="where the leaderboard is written")
+    group.add_argument("--log-model", action="store_true",
+                       help="also log each fine-tuned model (LoRA merged) to its run as the artifact folder model/, "
+                            "so the tracking server holds it (off by default: a model is hundreds of MB)")
 
 
 def _split(records: list[Record], pool_size: int, eval_size: int, seed: int) -> tuple[list[Record], list[Record]]:
@@ -307,14 +309,129 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
     return metrics, reasons, per_record, answer_tables
 
 
+# -- what the MLflow UI shows ---------------------------------------------------
+TEXT_LIMIT = 500  # characters of a prompt, reference or answer kept in a logged table or dataset
+VERDICT_NUMBERS = {"better": 1, "no difference": 0, "worse": -1}  # verdict metrics: 1 = better than the reference
+
+
+def _short(texts) -> list[str]:
+    """Each text cut to TEXT_LIMIT characters (an ellipsis says where); None as ''."""
+    texts = ["" if t is None else str(t) for t in texts]
+    return [t if len(t) <= TEXT_LIMIT else t[: TEXT_LIMIT - 1] + "…" for t in texts]
+
+
+def records_fingerprint(records: list[Record]) -> str:
+    """Content fingerprint of records (ids and content, in order), as `Dataset.fingerprint`."""
+    return hash_json([[r.id, r.content_hash] for r in records])
+
+
+def records_frame(records: list[Record]):
+    """A small frame of records for a logged dataset input: id, first question, its answer (cut)."""
+    import pandas as pd
+
+    return pd.DataFrame({"id": [r.id for r in records], "instruction": _short(r.turns[0].query for r in records),
+                         "answer": _short(r.turns[0].output for r in records)})
+
+
+def log_eval_inputs(comparison: Comparison) -> None:
+    for eval_set in comparison.evals:
+        tracking.log_dataset(records_frame(eval_set.records), eval_set.name, records_fingerprint(eval_set.records),
+                             "eval")
+
+
+def answers_view(table):
+    """The per-answer table as the UI shows it: texts cut, the scores without their reason columns."""
+    view = table[[c for c in ("id", "prompt", "reference", "answer", "judge_quality", "rouge_l",
+                              "embedding_similarity") if c in table.columns]].copy()
+    for column in ("prompt", "reference", "answer"):
+        view[column] = _short(view[column])
+    return view
+
+
+def losses_view(per_record, eval_set: EvalSet):
+    """The per-record eval losses with each record's prompt and reference answer."""
+    import pandas as pd
+
+    texts = pd.DataFrame({"id": [r.id for r in eval_set.records],
+                          "prompt": _short(r.turns[0].query for r in eval_set.records),
+                          "reference": _short(r.turns[0].output for r in eval_set.records)}).drop_duplicates("id")
+    view = per_record.rename(columns={"loss_mean": "answer_loss"}).merge(texts, on="id", how="left")
+    return view[[c for c in ("id", "prompt", "reference", "answer_loss", "n_tokens", "reason") if c in view.columns]]
+
+
+def _key(*parts) -> str:
+    """A metric name from parts: characters MLflow refuses in a name become `_`."""
+    return ".".join(re.sub(r"[^\w\-. /]", "_", str(p)) for p in parts)
+
+
+def leaderboard_metrics(board) -> dict[str, float]:
+    """The leaderboard as parent-run metrics, named to sort and filter by budget, then selector:
+    `b<budget>.<selector>.<headline>` (with `.ci_low`, `.ci_high`) and per reference
+    `b<budget>.<selector>.vs_<random|full>.delta|ci_low|ci_high|p_holm|verdict`, the verdict
+    as 1 (better than the reference), 0 (no difference), -1 (worse). Values that do not
+    exist (a selector against itself, no CI, no test) are left out."""
+    if not board.headline or board.table.empty:
+        return {}
+    h, metrics = board.headline, {}
+    for row in board.table.to_dict("records"):
+        prefix = ("b" + str(row["budget"]), row["selector"])
+        values = {h: row.get(h), f"{h}.ci_low": row.get(f"{h}_ci_low"), f"{h}.ci_high": row.get(f"{h}_ci_high")}
+        for ref in ("random", "full"):
+            values.update({f"vs_{ref}.{k}": row.get(f"vs_{ref}_{k}") for k in ("delta", "ci_low", "ci_high", "p_holm")})
+            values[f"vs_{ref}.verdict"] = VERDICT_NUMBERS.get(row.get(f"verdict_vs_{ref}"))
+        metrics.update({_key(*prefix, name): float(v) for name, v in values.items()
+                        if v is not None and np.isfinite(float(v))})
+    return metrics
+
+
+def _interval(value, low, high, fmt: str) -> str:
+    if value is None or not np.isfinite(value):
+        return ""
+    return format(value, fmt) + (f" [{low:{fmt}}, {high:{fmt}}]" if np.isfinite(low) and np.isfinite(high) else "")
+
+
+def leaderboard_view(board):
+    """The leaderboard as the table the parent run shows, one short cell per judgement: per
+    budget and selector the headline with its 95% CI, and against random and full the delta
+    with its CI and the verdict. Column names carry no `.` (the UI's table reads one as a
+    path); the full-precision numbers (p_holm too) are the parent's metrics and the CSV."""
+    import pandas as pd
+
+    h = board.headline
+    rows = []
+    for row in board.table.to_dict("records"):
+        out = {"budget": row["budget"], "selector": row["selector"]}
+        if h:
+            out[f"{h.replace('.', ' ')} [95% CI]"] = _interval(row.get(h), row.get(f"{h}_ci_low"),
+                                                               row.get(f"{h}_ci_high"), ".3f")
+            for ref in ("random", "full"):
+                verdict = row.get(f"verdict_vs_{ref}")
+                out[f"Δ vs {ref} [95% CI]"] = "—" if row["selector"] == ref else _interval(
+                    row.get(f"vs_{ref}_delta"), row.get(f"vs_{ref}_ci_low"), row.get(f"vs_{ref}_ci_high"), "+.3f")
+                out[f"verdict vs {ref}"] = "—" if row["selector"] == ref else (
+                    verdict if isinstance(verdict, str) else "")
+        n = row.get("n_selected")
+        out.update({"n_selected": "" if n is None or not np.isfinite(n) else f"{n:g}", "seeds": row.get("seeds"),
+                    "notes": row.get("notes") or ""})
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
 def log_selection(trial: Trial, selection, table, params: dict, comparison: Comparison, model_fingerprint: str):
-    """The trial's params and its selection artifacts (ids, report, subset, score histogram)."""
+    """The trial's params (each setting once: the seed is `train.seed`), its inputs (the subset
+    it trains on, the eval sets) and its selection artifacts (ids, report, subset, score histogram)."""
     train = replace(comparison.train, seed=trial.seed)
-    tracking.log_params({"selector": trial.selector, **{f"selector.{k}": v for k, v in params.items()},
+    train_params = {k: v for k, v in train.params().items() if k != "train.model"}  # `model` says it, resolved
+    tracking.log_params({"selector": trial.selector,
+                         **{f"selector.{k}": v for k, v in params.items() if k != "seed"},  # the trial's seed
                          "budget": trial.budget or "full", "model": train.model or "smollm2",
                          "model_fingerprint": model_fingerprint[:16],
                          "data_fingerprint": comparison.pool.fingerprint[:16], "pool_size": len(comparison.pool),
-                         **train.params()})
+                         **train_params})
+    chosen = set(selection.ids)
+    subset = [r for r in comparison.pool.records if r.id in chosen]
+    tracking.log_dataset(records_frame(subset), f"{trial.name}.subset", records_fingerprint(subset), "training")
+    log_eval_inputs(comparison)
 
     def write(tmp: Path) -> None:
         import json
@@ -356,19 +473,28 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         model_dir = train_step(selection.ids, comparison, trial.seed, ctx)
         training_s = time.perf_counter() - started
         tracking.set_tag(tracking.MODEL_DIR_TAG, str(model_dir))
+        # the loss at each optimizer step, from the stored summary: a cached model was not trained again
+        tracking.log_step_metrics("train_loss", training_summary(model_dir)["loss_history"])
+        if args.log_model:
+            tracking.log_model_dir(model_dir)
 
         started = time.perf_counter()
         metrics, reasons, per_record, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options,
                                                               baseline_answers)
         eval_s = time.perf_counter() - started
-        metrics = {"n_selected": len(selection.ids), "train_loss": training_summary(model_dir)["train_loss"],
-                   **metrics, "scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s}
+        metrics = {"n_selected": len(selection.ids), **metrics,  # train_loss: per step, logged above
+                   "scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s}
         for metric, why in reasons.items():
             tracking.log_nan_reason(metric, why)
         tracking.log_metrics(metrics)
         tracking.log_json({name: table["answer"].tolist() for name, table in answers.items()}, "answers.json")
         tracking.log_tables({**{f"{name}.per_record.parquet": table for name, table in per_record.items()},
                              **{f"{name}.answers.parquet": table for name, table in answers.items()}}, "eval")
+        evals = {e.name: e for e in comparison.evals}
+        for name, table in per_record.items():  # the same, as tables the UI renders
+            tracking.log_table(losses_view(table, evals[name]), f"tables/{name}.per_record.json")
+        for name, table in answers.items():
+            tracking.log_table(answers_view(table), f"tables/{name}.answers.json")
         ctx.unload_lm(str(model_dir))
         print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
     return selection.ids
@@ -459,6 +585,7 @@ def run(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     client = tracking.check_tracking(uri)
     exp_id = tracking.experiment_id(client, args.experiment, uri)
+    tracking.mark_model_training(client, exp_id)
     comparison = load_comparison(args)
     args.seed = seeds[0]
     ctx = make_context(args)
@@ -478,6 +605,8 @@ def run(args) -> int:
                              "evals": ",".join(f"{e.name}:{len(e.records)}" for e in comparison.evals),
                              "evals_without_references": ",".join(e.name for e in comparison.evals
                                                                   if not e.has_references) or None})
+        tracking.log_dataset(records_frame(comparison.pool.records), "pool", comparison.pool.fingerprint, "training")
+        log_eval_inputs(comparison)
         for trial, answers in trials(names, seeds, comparison):
             trial.key = trial_key(trial, comparison, args, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
@@ -487,8 +616,10 @@ def run(args) -> int:
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))
         for path in (md, csv, png):
             tracking.log_file(path)
+        tracking.log_metrics(leaderboard_metrics(board))
+        tracking.log_table(leaderboard_view(board), "leaderboard.json")
     print(md.read_text())
-    print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {args.experiment!r})")
+    print(f"MLflow (experiment {args.experiment!r}): {tracking.experiment_link(uri, exp_id)}")
     return 0
 
 

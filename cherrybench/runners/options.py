@@ -118,6 +118,14 @@ def load_data(args):
     return dataset
 
 
+def add_tracking_arguments(parser, experiment: str, what: str = ""):
+    """Where results are logged: the MLflow experiment and store (compare, regress)."""
+    group = parser.add_argument_group("tracking")
+    group.add_argument("--experiment", default=experiment, help=f"MLflow experiment{what} (default {experiment})")
+    group.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    return group
+
+
 def add_training_arguments(parser, what: str) -> None:
     """The training flags every command that fine-tunes shares (compare, regress)."""
     group = parser.add_argument_group(f"training (identical for every {what})")

@@ -29,8 +29,7 @@ from cherrybench.runners import plots, tracking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.runners.options import Renamed
-    from cherrybench.runners.options import add_model_arguments, add_training_arguments
+    from cherrybench.runners.options import Renamed, add_model_arguments, add_tracking_arguments, add_training_arguments
 
     group = parser.add_argument_group("data")
     group.add_argument("--data", action="append", required=True, metavar="PATH",
@@ -58,9 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = add_training_arguments(parser, "subset")
     group.add_argument("--keep-models", action="store_true",
                        help="keep each subset's fine-tuned model (default: delete it once evaluated)")
-    group = parser.add_argument_group("tracking")
-    group.add_argument("--experiment", default="cherrybench-regress", help="MLflow experiment")
-    group.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    add_tracking_arguments(parser, "cherrybench-regress")
 
 
 def load_sources(paths: list[str], fmt: str | None, pool_size: int, seed: int) -> tuple[Dataset, dict[str, list[str]]]:

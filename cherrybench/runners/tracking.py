@@ -22,6 +22,13 @@ COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
 MODEL_DIR_TAG = "cherrybench.model_dir"
 NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
+# The experiment kind MLflow's tools read ("custom_model_development": model training, not GenAI). The
+# MLflow 3.x UI itself picks its view from `?workflowType=machine_learning` in the link (else the last
+# choice in the browser, GenAI by default), so `experiment_link` carries that too.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+UI_VIEW_QUERY = "workflowType=machine_learning"
+DIGEST_LENGTH = 16  # dataset digests: the content fingerprint's first 16 hex digits (MLflow keeps at most 36)
 
 
 def tracking_uri(cli_value: str | None) -> str:
@@ -63,6 +70,22 @@ def experiment_id(client, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):  # keep artifacts next to a local database, not in the cwd
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
+
+
+def mark_model_training(client, exp_id: str) -> None:
+    """Tag the experiment as model training (not a GenAI app), for the tools that read the kind."""
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def experiment_link(uri: str, exp_id: str) -> str:
+    """Where a person sees the experiment: the URL for a tracking server; for a local
+    store (sqlite, file) the `mlflow ui` command to start and the page to open."""
+    import shlex
+
+    route = f"#/experiments/{exp_id}?{UI_VIEW_QUERY}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{route}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}  then open http://127.0.0.1:5000/{route}"
 
 
 def finished_trial(client, exp_id: str, key: str):
@@ -128,6 +151,23 @@ def log_metrics(metrics: dict) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
 
 
+def log_step_metrics(name: str, values, first_step: int = 1) -> None:
+    """A metric's history on the active run, one point per step (a chart in the UI,
+    e.g. the training loss at each logged optimizer step); non-finite values are skipped."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    points = [Metric(name, float(v), now, step) for step, v in enumerate(values, start=first_step)
+              if v is not None and np.isfinite(v)]
+    client, run_id = MlflowClient(), mlflow.active_run().info.run_id
+    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=points[start: start + 1000])
+
+
 def log_nan_reason(metric: str, reason: str) -> None:
     import mlflow
 
@@ -172,6 +212,32 @@ def log_tables(tables: dict, artifact_path: str) -> None:
             path = Path(tmp) / name
             table.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_table(table, artifact_file: str) -> None:
+    """A DataFrame as a table the MLflow UI renders (`mlflow.log_table`, JSON), e.g. tables/heldout.answers.json."""
+    import mlflow
+
+    mlflow.log_table(data=table, artifact_file=artifact_file)
+
+
+def log_dataset(frame, name: str, fingerprint: str, context: str) -> None:
+    """A dataset as an input of the active run ("training" or "eval"), so the UI's dataset
+    columns show it; the digest is its content fingerprint (first DIGEST_LENGTH digits).
+    MLflow stores the name, digest, schema and profile, not the rows."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(frame, name=name, digest=fingerprint[:DIGEST_LENGTH])
+    mlflow.log_input(dataset, context=context)
+
+
+def log_model_dir(model_dir: Path) -> None:
+    """The fine-tuned model directory (LoRA already merged) as the run's `model/` artifacts,
+    so the tracking server holds everything needed to load it again."""
+    import mlflow
+
+    with _no_progress_bars():
+        mlflow.log_artifacts(str(model_dir), "model")
 
 
 def read_json_artifact(run, name: str):

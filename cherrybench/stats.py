@@ -109,7 +109,8 @@ def _bootstrap(a_num, a_den, b_num, b_den, n_resamples, rng) -> np.ndarray:
         # sum over drawn seeds and drawn records = sum_s c[s] * sum_i w[i] * x[s, i]
         per_seed = w @ stacked  # [rows, 2 sa + 2 sb]: each trial's sums over the drawn records
         a_n, a_d, b_n, b_d = np.split(per_seed, [sa, 2 * sa, 2 * sa + sb], axis=1)
-        out[start:start + rows] = (a_n * ca).sum(1) / (a_d * ca).sum(1) - (b_n * cb).sum(1) / (b_d * cb).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a draw of only token-less records: NaN, dropped
+            out[start:start + rows] = (a_n * ca).sum(1) / (a_d * ca).sum(1) - (b_n * cb).sum(1) / (b_d * cb).sum(1)
     return out
 
 

@@ -619,6 +619,9 @@ def run(args) -> int:
         tracking.log_metrics(leaderboard_metrics(board))
         tracking.log_table(leaderboard_view(board), "leaderboard.json")
     print(md.read_text())
+    for sentence in board.sentences.values():  # the decision again, last, where the eye lands
+        print(f"Verdict: {sentence}")
+    print(f"Leaderboard: {md}  (and {csv.name}, {png.name})")
     print(f"MLflow (experiment {args.experiment!r}): {tracking.experiment_link(uri, exp_id)}")
     return 0
 

@@ -45,13 +45,15 @@ def runs_of(client, experiment):
 
 
 @pytest.mark.slow
-def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monkeypatch):
+def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     vicuna = tmp_path / "vicuna_test_set.jsonl"  # a prompt-only test set: no eval loss, a stated reason
     vicuna.write_text("".join(json.dumps({"question_id": i, "text": q}) + "\n" for i, q in
                               enumerate(["Name a fruit.", "What is 2+2?", "Say hello.", "Name a colour."])))
     assert compare_main(["--selectors", "ifd,longest", "--experiment", "e2e", "--tracking-uri", mlflow_server,
                          "--eval", f"vic:{vicuna}", "--eval-limit", "2", *ARGS]) == 0
+    ties = [r.getMessage().split(":")[0] for r in caplog.records if "the judge called" in r.getMessage()]
+    assert len(ties) == len(set(ties)) <= 2  # said once per eval set, not once per trial
     client = MlflowClient(mlflow_server)
     runs = runs_of(client, "e2e")
     parents = [r for r in runs if r.data.tags.get("cherrybench.role") == "parent"]

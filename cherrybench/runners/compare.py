@@ -302,10 +302,6 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
             prefix = f"{set_name}.vs_{args.pairwise_baseline}."
             metrics.update(result.as_metrics(prefix))
             metrics[f"{prefix}tie_rate"] = result.ties / result.n if result.n else None
-            if result.n and result.ties / result.n > 0.9:
-                log.warning("%s: the judge called %d of %d pairs against %s a tie: it cannot tell these answers "
-                            "apart (point --judge at a stronger model); rely on eval loss and the reference metrics",
-                            set_name, result.ties, result.n, args.pairwise_baseline)
     return metrics, reasons, per_record, answer_tables
 
 
@@ -558,6 +554,24 @@ def check_compare(args) -> None:
                              "train on the whole pool, like the full baseline; give a smaller --budget")
 
 
+def warn_about_ties(client, experiment: str, baseline: str) -> None:
+    """Once per comparison and eval set: a judge that ties more than 90% of its pairs cannot
+    tell the answers apart, so its winning scores decide nothing."""
+    totals: dict[str, list[float]] = {}
+    suffix = f".vs_{baseline}."
+    for run in tracking.finished_trials(client, experiment):
+        for name, value in run.data.metrics.items():
+            if suffix in name and name.rsplit(".", 1)[1] in ("wins", "ties", "losses"):
+                pair = totals.setdefault(name.split(suffix)[0], [0.0, 0.0])
+                pair[1] += value
+                pair[0] += value if name.endswith(".ties") else 0.0
+    for set_name, (ties, n) in sorted(totals.items()):
+        if n and ties / n > 0.9:
+            log.warning("%s: the judge called %d of %d pairs against %s a tie: it cannot tell these answers apart "
+                        "(point --judge at a stronger model); rely on eval loss and the reference metrics",
+                        set_name, ties, n, baseline)
+
+
 def trials(names: list[str], seeds: list[int], comparison: Comparison):
     """Every trial in the order it runs, with the pairwise baseline's answers it shares:
     per seed, `full` once (its answers serve every budget), then per budget the
@@ -611,6 +625,7 @@ def run(args) -> int:
             trial.key = trial_key(trial, comparison, args, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
             selections[trial.name] = ids
+        warn_about_ties(client, args.experiment, args.pairwise_baseline)
         board = build_leaderboard(client, args.experiment)
         md, csv, png = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))

@@ -26,11 +26,14 @@ ROWS = [
 
 @pytest.fixture
 def restore_quiet_state(monkeypatch):
-    """quiet_libraries changes process-wide state: undo it after the test (pytest restores warnings filters)."""
+    """quiet_libraries changes process-wide state: start from the libraries' defaults and
+    restore afterwards (pytest restores warnings filters)."""
     for name in quiet.QUIET_ENV:
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)  # unset now, and unset again at teardown
     levels = {name: logging.getLogger(name).level for name in quiet.NOISY_LOGGERS}
+    for name in quiet.NOISY_LOGGERS:  # library defaults, whatever an earlier CLI run in this process set
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)

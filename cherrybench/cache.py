@@ -16,10 +16,11 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
+from cherrybench.fingerprint import RECORD_HASH_COLUMN
 from cherrybench.paths import cache_dir
 from cherrybench.store import atomic_file, atomic_write_bytes, set_aside
 
-HASH_COLUMN = "_record_hash"
+HASH_COLUMN = RECORD_HASH_COLUMN
 
 
 def _read_frame(path: Path) -> pd.DataFrame:

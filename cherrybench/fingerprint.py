@@ -25,6 +25,9 @@ def _canonical(value, where: str):
     )
 
 
+RECORD_HASH_COLUMN = "_record_hash"  # a record's content hash in score tables and cache shards
+
+
 def hash_json(value, where: str = "value") -> str:
     """sha256 of the canonical JSON of `value`; unhashable values raise TypeError."""
     text = json.dumps(_canonical(value, where), sort_keys=True, ensure_ascii=False, separators=(",", ":"))

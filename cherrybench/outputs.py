@@ -28,10 +28,11 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from cherrybench.fingerprint import RECORD_HASH_COLUMN
 from cherrybench.records import DataError, Dataset, Record, read_json_rows
 from cherrybench.store import atomic_file
 
-HASH_COLUMN = "_record_hash"  # the name the score cache keys rows by (cherrybench.cache.HASH_COLUMN)
+HASH_COLUMN = RECORD_HASH_COLUMN
 SCORE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 SUBSET_SUFFIXES = (".json", ".jsonl", ".parquet")
 FINGERPRINT_COLUMN = "_data_fingerprint"

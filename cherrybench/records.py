@@ -59,6 +59,11 @@ class Record:
         return self.turns[0].output
 
 
+def records_fingerprint(records: list[Record]) -> str:
+    """Content fingerprint of records in order: their ids and what metrics read."""
+    return hash_json([[r.id, r.content_hash] for r in records])
+
+
 @dataclass
 class Dataset:
     records: list[Record]
@@ -68,7 +73,7 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        return hash_json([[r.id, r.content_hash] for r in self.records])
+        return records_fingerprint(self.records)
 
     def __len__(self) -> int:
         return len(self.records)

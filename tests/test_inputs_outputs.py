@@ -57,6 +57,8 @@ def no_scoring(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("scored before checking --out")
 
+    import cherrybench.runners.select  # noqa: F401  imported first, so it binds the real score (restored after)
+
     monkeypatch.setattr("cherrybench.scoring.score", boom)
     monkeypatch.setattr("cherrybench.runners.select.score", boom)
 

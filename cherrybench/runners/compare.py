@@ -24,7 +24,7 @@ from cherrybench.eval_sets import EvalSet, load_eval_set
 from cherrybench.fingerprint import hash_json
 from cherrybench.finetune import TrainConfig, finetuned_model, training_summary
 from cherrybench.outputs import write_subset
-from cherrybench.records import Dataset, Record, Turn
+from cherrybench.records import Dataset, Record, Turn, records_fingerprint
 from cherrybench.runners import plots, tracking
 from cherrybench.runners.options import add_tracking_arguments, add_training_arguments, train_config_from_args
 
@@ -314,11 +314,6 @@ def _short(texts) -> list[str]:
     """Each text cut to TEXT_LIMIT characters (an ellipsis says where); None as ''."""
     texts = ["" if t is None else str(t) for t in texts]
     return [t if len(t) <= TEXT_LIMIT else t[: TEXT_LIMIT - 1] + "…" for t in texts]
-
-
-def records_fingerprint(records: list[Record]) -> str:
-    """Content fingerprint of records (ids and content, in order), as `Dataset.fingerprint`."""
-    return hash_json([[r.id, r.content_hash] for r in records])
 
 
 def records_frame(records: list[Record]):

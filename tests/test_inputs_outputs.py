@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib
 import json
 import os
 import subprocess
@@ -57,7 +58,7 @@ def no_scoring(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("scored before checking --out")
 
-    import cherrybench.runners.select  # noqa: F401  imported first, so it binds the real score (restored after)
+    importlib.import_module("cherrybench.runners.select")  # imported first, it binds the real score (restored after)
 
     monkeypatch.setattr("cherrybench.scoring.score", boom)
     monkeypatch.setattr("cherrybench.runners.select.score", boom)

@@ -82,12 +82,16 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
             "eval/heldout.per_record.parquet", "eval/heldout.answers.parquet", "eval/vic.answers.parquet"}
         per_record = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/heldout.per_record.parquet",
                                                                str(tmp_path)))
-        assert list(per_record.columns) == ["id", "n_tokens", "loss_sum", "loss_mean", "reason"]
+        assert list(per_record.columns)[:5] == ["id", "n_tokens", "loss_sum", "loss_mean", "reason"]
         assert len(per_record) == 4  # every held-out record, scorable or not
         assert metrics["heldout.eval_loss"] == pytest.approx(per_record["loss_sum"].sum() / per_record["n_tokens"].sum())
         answers = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/heldout.answers.parquet",
                                                             str(tmp_path)))
         assert list(answers["id"]) == [r for r in per_record["id"][:2]]  # --gen-size 2, in eval order
+        # the generated answers' scores sit beside their records' losses; records not answered get NaN
+        for column in ("judge_quality", "rouge_l", "embedding_similarity"):
+            assert per_record[column][:2].tolist() == pytest.approx(answers[column].tolist(), nan_ok=True)
+            assert per_record[column][2:].isna().all()
         assert {"prompt", "reference", "answer", "rouge_l", "embedding_similarity"} <= set(answers.columns)
         assert metrics["heldout.rouge_l"] == pytest.approx(answers["rouge_l"].mean())
         vic = pd.read_parquet(client.download_artifacts(run.info.run_id, "eval/vic.answers.parquet", str(tmp_path)))

@@ -6,9 +6,9 @@ import pytest
 from cherrybench.runners.compare import Comparison, parse_budgets, trials
 
 
-def plan(names, seeds, budgets):
+def plan(names, seeds, budgets, full_seeds=None):
     comparison = Comparison(pool=None, evals=[], train=None, budgets=budgets)
-    return [(t.name, answers) for t, answers in trials(names, seeds, comparison)]  # the dicts themselves
+    return [(t.name, answers) for t, answers in trials(names, seeds, comparison, full_seeds)]  # the dicts themselves
 
 
 def test_budget_lists_keep_the_typed_order_once_each():
@@ -30,3 +30,11 @@ def test_a_selector_as_pairwise_baseline_gets_fresh_answers_per_budget():
     run = plan(["random", "ifd"], [0], ["5", "10"])  # random first: the pairwise baseline
     assert [name for name, _ in run] == ["random-5-seed0", "ifd-5-seed0", "random-10-seed0", "ifd-10-seed0"]
     assert run[0][1] is run[1][1] and run[2][1] is run[3][1] and run[0][1] is not run[2][1]
+
+
+def test_full_seeds_trains_full_for_the_first_seeds_only():
+    run = plan(["random", "full", "ifd"], [3, 4, 5], ["0.05"], full_seeds=1)
+    assert [name for name, _ in run] == ["full-seed3", "random-0.05-seed3", "ifd-0.05-seed3",
+                                         "random-0.05-seed4", "ifd-0.05-seed4", "random-0.05-seed5", "ifd-0.05-seed5"]
+    assert [name for name, _ in plan(["full", "ifd"], [0, 1], ["5"], full_seeds=2)] == [
+        "full-seed0", "ifd-5-seed0", "full-seed1", "ifd-5-seed1"]

@@ -111,6 +111,17 @@ def test_compare_resolves_pool_size_and_seeds(data, tracking):
     assert args.seed == [5]
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--seeds", "2", "--full-seeds", "3"], "--full-seeds must lie in 1..2 (the number of seeds), got 3"),
+    (["--seeds", "2", "--full-seeds", "0"], "--full-seeds must lie in 1..2"),
+    (["--seeds", "2", "--full-seeds", "1"], "`full` is the pairwise baseline, needed at every seed"),
+    (["--seeds", "2", "--full-seeds", "1", "--no-baselines", "--selectors", "ifd"], "`full` is not among the runs"),
+])
+def test_compare_full_seeds_is_checked(data, tracking, capsys, tripwire, extra, message):
+    assert main(["compare", "--data", str(data), "--eval-size", "4", *extra, *tracking]) == 2
+    assert message in error_line(capsys)
+
+
 def test_compare_seed_and_seeds_together_is_an_error(data, tracking, capsys, tripwire):
     assert main(["compare", "--data", str(data), "--eval-size", "4", "--seed", "1", "--seeds", "2", *tracking]) == 2
     assert "--seed (repeatable) or --seeds N, not both" in error_line(capsys)

@@ -79,6 +79,22 @@ def test_paper_v1_matches_hand_computed_prediction(records, ctx, reward_dir):
     assert not is_per_record(InstructMining(rule="paper-v1", reward_model=str(reward_dir)))  # KNN is pool-level
 
 
+@pytest.mark.slow
+def test_paper_v1_offline_drops_only_the_reward_term(records, ctx):
+    from sentence_transformers import SentenceTransformer
+
+    assert "Rew term (-0.1498 Rew) is omitted" in InstructMining(rule="paper-v1-offline").load().notes
+    table = score(Dataset(records, None, "alpaca", "json"), [InstructMining(rule="paper-v1-offline")], ctx,
+                  use_cache=False)  # no reward model given, and none needed
+    vectors = SentenceTransformer(str(minilm_dir()), device="cpu", local_files_only=True).encode(
+        [f"{q}\n{a}" for q, a in QA]).astype(np.float64)
+    expected = []
+    for i, (q, a) in enumerate(QA):
+        knn6 = np.mean(sorted(np.linalg.norm(vectors[i] - vectors[j]) for j in range(len(QA)) if j != i)[:6])
+        expected.append(1.0694 + 8.257e-5 * response_tokens(ctx, a) - 0.9350 * knn6)
+    np.testing.assert_allclose(table["instructmining"].to_numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def learned_rule(tmp_path) -> str:
     rule = Rule(0.7, {"output_length": 0.01, "input_length": -0.02, "mtld": -0.005},
                 {"output_length": {"metric": "length", "params": {"model": None}, "columns": ["response_length"]},

@@ -38,8 +38,20 @@ def per_record(shift: float, seed: int, salt: int) -> pd.DataFrame:
                          "reason": [None if s else "no_answer_tokens" for s in scored]})
 
 
+N_ANSWERED = 30  # the first 30 heldout prompts get generated answers (`--gen-size`)
+
+
+def answers(shift: float, seed: int, salt: int) -> pd.DataFrame:
+    """A trial's answer scores: prompt difficulty + the selector's shift + noise; one unscorable answer."""
+    rng = np.random.default_rng([seed, salt, 1])
+    rouge = 0.3 + 0.1 * (DIFFICULTY[:N_ANSWERED] - 2) + shift + 0.03 * rng.standard_normal(N_ANSWERED)
+    rouge[3] = np.nan  # an empty answer: NaN with a reason, no weight
+    return pd.DataFrame({"id": [f"r{i}" for i in range(N_ANSWERED)], "answer": ["a"] * N_ANSWERED,
+                         "rouge_l": rouge, "embedding_similarity": 0.6 + 0.03 * rng.standard_normal(N_ANSWERED)})
+
+
 def log_child(client, exp_id, selector, seed, key, metrics, status="FINISHED", tags=None, params=None,
-              tables=None, tmp=None):
+              tables=None, tmp=None, answer_tables=None):
     run = client.create_run(exp_id, tags={tracking.ROLE_TAG: "child", tracking.SELECTOR_TAG: selector,
                                           tracking.SEED_TAG: str(seed), tracking.KEY_TAG: key, **(tags or {})})
     for name, value in (params or {}).items():
@@ -49,6 +61,11 @@ def log_child(client, exp_id, selector, seed, key, metrics, status="FINISHED", t
         table.to_parquet(path, index=False)
         client.log_artifact(run.info.run_id, str(path), artifact_path="eval")
         metrics = {f"{name}.eval_loss": table["loss_sum"].sum() / table["n_tokens"].sum(), **metrics}
+    for name, table in (answer_tables or {}).items():
+        path = tmp / f"{name}{tracking.ANSWERS_SUFFIX}"
+        table.to_parquet(path, index=False)
+        client.log_artifact(run.info.run_id, str(path), artifact_path="eval")
+        metrics = {f"{name}.rouge_l": table["rouge_l"].mean(), **metrics}  # what compare logs: a mean, no CI
     for name, value in metrics.items():
         client.log_metric(run.info.run_id, name, value)
     client.set_terminated(run.info.run_id, status)
@@ -59,12 +76,14 @@ def log_trial(client, exp_id, tmp, selector, seed, budget, shift, salt, n_select
     log_child(client, exp_id, selector, seed, f"{selector}-{budget}-{seed}",
               {"n_selected": n_selected, "heldout.judge_quality": 3 + seed, "scoring_seconds": 1.0,
                "training_seconds": 2.0 + seed, "eval_seconds": 0.5},
-              tags={tracking.BUDGET_TAG: budget}, params={"budget": budget, "pool_size": POOL}, tables=tables, tmp=tmp)
+              tags={tracking.BUDGET_TAG: budget}, params={"budget": budget, "pool_size": POOL}, tables=tables, tmp=tmp,
+              answer_tables={"heldout": answers(ANSWER_SHIFT.get(selector, 0.0), seed, salt)})
 
 
 # budget -> selector -> true shift of the per-record losses against random
 TRUTH = {"0.05": {"random": 0.0, "good": -0.5, "bad": 0.5, "same": 0.0}, "20": {"random": 0.0, "good": -0.3}}
 FULL_SHIFT = -1.0
+ANSWER_SHIFT = {"good": 0.1, "bad": -0.1, "full": 0.2}  # ROUGE-L against random: higher is better
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +249,36 @@ def test_sanitize_command_keeps_no_machine_paths(tmp_path):
 def test_missing_experiment_is_a_clear_error(store):
     with pytest.raises(ValueError, match="no MLflow experiment named 'nope'"):
         build_leaderboard(store[0], "nope")
+
+
+@pytest.mark.slow
+def test_answer_scores_get_intervals_and_paired_verdicts(board, tmp_path):
+    assert board.answers == ["heldout.embedding_similarity", "heldout.rouge_l"]
+    assert "heldout.rouge_l" not in board.extras  # shown with its CI, not as mean ± std
+    rows = section(board, "0.05")
+    assert rows.loc["good", "heldout.rouge_l_verdict_vs_random"] == "better"
+    assert rows.loc["bad", "heldout.rouge_l_verdict_vs_random"] == "worse"
+    assert rows.loc["same", "heldout.rouge_l_verdict_vs_random"] == "no difference"
+    assert rows.loc["random", "heldout.rouge_l_verdict_vs_full"] == "worse"
+    assert rows.loc["full", "heldout.rouge_l_verdict_vs_random"] == "better"  # the same test, turned round
+    assert rows.loc["good", "heldout.rouge_l_vs_random_delta"] == pytest.approx(0.1, abs=0.02)
+    assert rows.loc["good", "heldout.embedding_similarity_verdict_vs_random"] == "no difference"  # no shift there
+    # the row's own value: the plain mean of every scored answer over its seeds, inside its CI
+    salt = 1 + 10 * len("0.05")
+    naive = np.nanmean(np.concatenate([answers(0.1, s, salt)["rouge_l"].to_numpy() for s in SEEDS]))
+    assert rows.loc["good", "heldout.rouge_l"] == pytest.approx(naive)
+    assert rows.loc["good", "heldout.rouge_l_ci_low"] < naive < rows.loc["good", "heldout.rouge_l_ci_high"]
+    # Holm within each answer metric's family, apart from the headline's
+    comps = board.answer_comparisons
+    for metric, family in comps.groupby("metric"):
+        np.testing.assert_allclose(family["p_holm"], stats.holm(family["p"].to_numpy(float)))
+    assert set(comps["reference"]) == {"random", "full"} and (comps["n_records"] == N_ANSWERED).all()
+    np.testing.assert_allclose(board.comparisons["p_holm"], stats.holm(board.comparisons["p"].to_numpy(float)))
+    md, csv, _ = write_leaderboard(board, "paired", tmp_path, None)
+    text = md.read_text()
+    assert "heldout.rouge_l [95% CI] | heldout.rouge_l vs_random |" in text and "ROUGE-L F-measure" in text
+    header = next(line for line in text.splitlines() if line.startswith("| selector |")).split(" | ")
+    good = next(line for line in text.splitlines() if line.startswith("| good |")).split(" | ")
+    cell = good[header.index("heldout.rouge_l vs_random")]
+    assert cell.startswith("+0.1") and " better (p_holm " in cell
+    assert {"heldout.rouge_l_vs_full_delta", "heldout.rouge_l_verdict_vs_random"} <= set(pd.read_csv(csv).columns)

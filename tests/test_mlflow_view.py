@@ -41,17 +41,24 @@ def test_leaderboard_metrics_names_and_verdict_numbers():
         {"budget": "0.05", "selector": "ifd", h: 2.0, f"{h}_ci_low": 1.9, f"{h}_ci_high": 2.1,
          "vs_random_delta": -0.1, "vs_random_ci_low": -0.2, "vs_random_ci_high": -0.01, "vs_random_p_holm": 0.01,
          "verdict_vs_random": "better", "vs_full_delta": 0.05, "vs_full_ci_low": -0.02, "vs_full_ci_high": 0.1,
-         "vs_full_p_holm": 0.4, "verdict_vs_full": "no difference"},
+         "vs_full_p_holm": 0.4, "verdict_vs_full": "no difference", "heldout.rouge_l": 0.3,
+         "heldout.rouge_l_ci_low": 0.25, "heldout.rouge_l_ci_high": 0.35, "heldout.rouge_l_vs_random_delta": 0.05,
+         "heldout.rouge_l_verdict_vs_random": "better"},
         {"budget": "0.05", "selector": "random", h: 2.1, f"{h}_ci_low": 2.0, f"{h}_ci_high": 2.2,
          "vs_random_delta": np.nan, "vs_random_ci_low": np.nan, "vs_random_ci_high": np.nan,
          "vs_random_p_holm": np.nan, "verdict_vs_random": None, "vs_full_delta": 0.15, "vs_full_ci_low": 0.05,
-         "vs_full_ci_high": 0.2, "vs_full_p_holm": 0.02, "verdict_vs_full": "worse"},
+         "vs_full_ci_high": 0.2, "vs_full_p_holm": 0.02, "verdict_vs_full": "worse", "heldout.rouge_l": 0.25,
+         "heldout.rouge_l_ci_low": 0.2, "heldout.rouge_l_ci_high": 0.3, "heldout.rouge_l_vs_random_delta": np.nan,
+         "heldout.rouge_l_verdict_vs_random": None},
     ])
-    metrics = leaderboard_metrics(SimpleNamespace(headline=h, table=table))
+    metrics = leaderboard_metrics(SimpleNamespace(headline=h, table=table, answers=["heldout.rouge_l"]))
     assert metrics["b0.05.ifd.heldout.eval_loss"] == 2.0 and metrics["b0.05.ifd.heldout.eval_loss.ci_low"] == 1.9
     assert metrics["b0.05.ifd.vs_random.delta"] == -0.1 and metrics["b0.05.ifd.vs_random.ci_high"] == -0.01
     assert metrics["b0.05.ifd.vs_random.verdict"] == 1 and metrics["b0.05.ifd.vs_full.verdict"] == 0
     assert metrics["b0.05.random.vs_full.verdict"] == -1
+    assert metrics["b0.05.ifd.heldout.rouge_l"] == 0.3 and metrics["b0.05.ifd.heldout.rouge_l.ci_high"] == 0.35
+    assert metrics["b0.05.ifd.heldout.rouge_l.vs_random.verdict"] == 1
+    assert "b0.05.random.heldout.rouge_l.vs_random.delta" not in metrics
     assert not any(k.startswith("b0.05.random.vs_random") for k in metrics)  # no comparison with itself
     assert VERDICT_NUMBERS == {"better": 1, "no difference": 0, "worse": -1}
 

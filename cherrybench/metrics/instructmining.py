@@ -1,5 +1,5 @@
 """InstructMining's rule as a metric: each record's predicted log eval loss
-under a linear rule (a fitted rule file, or the published `paper-v1` /
+under a linear rule (a fitted rule file, or the published `paper-v1`, `paper-v1-offline` (no reward model) /
 `paper-v2`). Lower is better. The indicators are the metric's declared inputs:
 the scoring core scores them first (cached, shared with every other use) and
 hands their columns over.

@@ -109,9 +109,14 @@ PAPER_NOTES = {
                 "Und/Nat/Coh were UniEval dialogue scores (0..1); UniEval is not available offline and an LM "
                 "judge answers its questions instead (dialogue_judge, mapped to 0..1), so this rule applies "
                 "only approximately.",
+    "paper-v1-offline": "paper-v1 over the indicators computable without a reward model: "
+                        "log L = 1.0694 + 8.257e-5 Len - 0.9350 Knn6. The Rew term (-0.1498 Rew) is omitted, "
+                        "not replaced: no reward model is available offline, so records are ranked by length "
+                        "and embedding-neighbour distance alone (Len and Knn6 as in paper-v1).",
 }
 PAPER_RULES = {
     "paper-v1": (1.0694, {"reward": -0.1498, "output_length": 8.257e-5, "knn6": -0.9350}),
+    "paper-v1-offline": (1.0694, {"output_length": 8.257e-5, "knn6": -0.9350}),
     "paper-v2": (0.0274, {"reward": -0.0078, "understandability": 0.4421, "naturalness": -0.3212,
                           "coherence": -0.1520}),
 }
@@ -128,7 +133,7 @@ def builtin_rule(name: str, options: dict | None = None) -> Rule:
 
 
 def load_rule(spec: str, options: dict | None = None) -> Rule:
-    """A built-in rule by name (`paper-v1`, `paper-v2`) or a rule JSON file."""
+    """A built-in rule by name (`paper-v1`, `paper-v1-offline`, `paper-v2`) or a rule JSON file."""
     if spec in PAPER_RULES:
         return builtin_rule(spec, options)
     path = Path(spec).expanduser()

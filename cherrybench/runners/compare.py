@@ -89,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-new-tokens", type=int, default=64, help="bound on generated answers")
     group.add_argument("--seed", type=int, action="append", help="seed for selection and training; repeatable")
     group.add_argument("--seeds", type=int, metavar="N", help="shorthand for seeds 0..N-1 (instead of --seed)")
+    group.add_argument("--full-seeds", type=int, metavar="N",
+                       help="train the `full` baseline for the first N seeds only (it costs the whole pool per seed; "
+                            "default: every seed); the leaderboard shows its seed count")
     add_model_arguments(parser)
     group = add_training_arguments(parser, "selector")
     group.add_argument("--brief-experience", action="store_true",
@@ -257,6 +260,17 @@ def answer_table(eval_set: EvalSet, answers: list[str], quality: np.ndarray | No
     return table
 
 
+def with_answer_scores(per_record, answers):
+    """The per-record eval table with the generated answer's scores beside its loss (judge
+    quality, ROUGE-L, embedding similarity; NaN for records no answer was generated for)."""
+    if answers is None:
+        return per_record
+    scores = [c for c in ("judge_quality", "rouge_l", "embedding_similarity") if c in answers.columns]
+    merged = per_record.merge(answers[["id", *scores]].drop_duplicates("id"), on="id", how="left")
+    assert len(merged) == len(per_record)  # a left join on unique ids keeps every row, in order
+    return merged
+
+
 def mean_or_reason(values) -> tuple[float | None, str | None]:
     """The mean of the scored values, or None with why nothing was scored."""
     values = np.asarray(values, dtype=float)
@@ -347,7 +361,8 @@ def losses_view(per_record, eval_set: EvalSet):
                           "prompt": _short(r.turns[0].query for r in eval_set.records),
                           "reference": _short(r.turns[0].output for r in eval_set.records)}).drop_duplicates("id")
     view = per_record.rename(columns={"loss_mean": "answer_loss"}).merge(texts, on="id", how="left")
-    return view[[c for c in ("id", "prompt", "reference", "answer_loss", "n_tokens", "reason") if c in view.columns]]
+    return view[[c for c in ("id", "prompt", "reference", "answer_loss", "n_tokens", "reason", "judge_quality",
+                              "rouge_l", "embedding_similarity") if c in view.columns]]
 
 
 def _key(*parts) -> str:
@@ -370,6 +385,11 @@ def leaderboard_metrics(board) -> dict[str, float]:
         for ref in ("random", "full"):
             values.update({f"vs_{ref}.{k}": row.get(f"vs_{ref}_{k}") for k in ("delta", "ci_low", "ci_high", "p_holm")})
             values[f"vs_{ref}.verdict"] = VERDICT_NUMBERS.get(row.get(f"verdict_vs_{ref}"))
+        for column in board.answers:  # answer scores against references: `<set>.rouge_l`, its CI and vs random
+            values.update({column: row.get(column), f"{column}.ci_low": row.get(f"{column}_ci_low"),
+                           f"{column}.ci_high": row.get(f"{column}_ci_high"),
+                           f"{column}.vs_random.delta": row.get(f"{column}_vs_random_delta"),
+                           f"{column}.vs_random.verdict": VERDICT_NUMBERS.get(row.get(f"{column}_verdict_vs_random"))})
         metrics.update({_key(*prefix, name): float(v) for name, v in values.items()
                         if v is not None and np.isfinite(float(v))})
     return metrics
@@ -401,6 +421,13 @@ def leaderboard_view(board):
                     row.get(f"vs_{ref}_delta"), row.get(f"vs_{ref}_ci_low"), row.get(f"vs_{ref}_ci_high"), "+.3f")
                 out[f"verdict vs {ref}"] = "—" if row["selector"] == ref else (
                     verdict if isinstance(verdict, str) else "")
+        for column in board.answers:
+            name = column.replace(".", " ")
+            out[f"{name} [95% CI]"] = _interval(row.get(column), row.get(f"{column}_ci_low"),
+                                                row.get(f"{column}_ci_high"), ".3f")
+            verdict = row.get(f"{column}_verdict_vs_random")
+            out[f"{name} verdict vs random"] = "—" if row["selector"] == "random" else (
+                verdict if isinstance(verdict, str) else "")
         n = row.get("n_selected")
         out.update({"n_selected": "" if n is None or not np.isfinite(n) else f"{n:g}", "seeds": row.get("seeds"),
                     "notes": row.get("notes") or ""})
@@ -479,8 +506,9 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
             tracking.log_nan_reason(metric, why)
         tracking.log_metrics(metrics)
         tracking.log_json({name: table["answer"].tolist() for name, table in answers.items()}, "answers.json")
+        per_record = {name: with_answer_scores(table, answers.get(name)) for name, table in per_record.items()}
         tracking.log_tables({**{f"{name}.per_record.parquet": table for name, table in per_record.items()},
-                             **{f"{name}.answers.parquet": table for name, table in answers.items()}}, "eval")
+                             **{f"{name}{tracking.ANSWERS_SUFFIX}": table for name, table in answers.items()}}, "eval")
         evals = {e.name: e for e in comparison.evals}
         for name, table in per_record.items():  # the same, as tables the UI renders
             tracking.log_table(losses_view(table, evals[name]), f"tables/{name}.per_record.json")
@@ -505,6 +533,7 @@ def check_compare(args) -> None:
                       ("--max-new-tokens", 1)):
         at_least(args, flag, low)
     args.seed = resolve_seeds(args)
+    check_full_seeds(args)
     if not args.experiment or not args.experiment.strip():
         raise ValueError("--experiment: give the MLflow experiment a name")
     check_tracking_flag(args)
@@ -567,13 +596,28 @@ def warn_about_ties(client, experiment: str, baseline: str) -> None:
                         set_name, ties, n, baseline)
 
 
-def trials(names: list[str], seeds: list[int], comparison: Comparison):
+def check_full_seeds(args) -> None:
+    """`--full-seeds N`: 1 <= N <= the number of seeds, `full` among the runs, and not the pairwise
+    baseline (whose answers every other run of a seed needs)."""
+    n = getattr(args, "full_seeds", None)
+    if n is None:
+        return
+    if not 1 <= n <= len(args.seed):
+        raise ValueError(f"--full-seeds must lie in 1..{len(args.seed)} (the number of seeds), got {n}")
+    if args.no_baselines and "full" not in (args.selectors or "").split(","):
+        raise ValueError("--full-seeds: `full` is not among the runs (--no-baselines)")
+    if n < len(args.seed) and args.gen_size > 0 and args.pairwise_baseline == "full":
+        raise ValueError("--full-seeds: `full` is the pairwise baseline, needed at every seed; "
+                         "give --pairwise-baseline random (or another selector), or --gen-size 0")
+
+
+def trials(names: list[str], seeds: list[int], comparison: Comparison, full_seeds: int | None = None):
     """Every trial in the order it runs, with the pairwise baseline's answers it shares:
-    per seed, `full` once (its answers serve every budget), then per budget the
-    pairwise baseline first and the other selectors."""
-    for seed in seeds:
+    per seed, `full` once (its answers serve every budget; only the first `full_seeds`
+    seeds when given), then per budget the pairwise baseline first and the other selectors."""
+    for index, seed in enumerate(seeds):
         shared: dict[str, list[str]] = {}
-        if "full" in names:
+        if "full" in names and (full_seeds is None or index < full_seeds):
             yield Trial("full", None, seed), shared
         for budget in comparison.budgets:
             answers = shared if "full" in names else {}
@@ -616,7 +660,7 @@ def run(args) -> int:
                                                                   if not e.has_references) or None})
         tracking.log_dataset(records_frame(comparison.pool.records), "pool", comparison.pool.fingerprint, "training")
         log_eval_inputs(comparison)
-        for trial, answers in trials(names, seeds, comparison):
+        for trial, answers in trials(names, seeds, comparison, getattr(args, "full_seeds", None)):
             trial.key = trial_key(trial, comparison, args, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
             selections[trial.name] = ids

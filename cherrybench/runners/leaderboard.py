@@ -11,6 +11,12 @@ leaderboard are Holm-adjusted together, and a verdict needs both the interval
 and the adjusted p (`stats.verdict`). A pair compared twice (random's
 `vs_full` is full's `vs_random`) is one test, counted once by Holm.
 
+Generated answers scored against their references (ROUGE-L, embedding
+similarity; higher is better) get the same treatment: a mean with a two-level
+bootstrap interval per selector, and paired comparisons with `random` and
+`full` on the same answered records, Holm-adjusted within each (set, metric)
+family so that they never weaken the headline's verdicts.
+
 Runs logged before per-record eval tables existed fall back to their pooled
 metric: shown without an interval or a test, and a note says so.
 
@@ -35,6 +41,13 @@ BASELINES = ("random", "full")
 REFERENCES = ("random", "full", "best")  # what each selector is compared with
 TIMING = ("scoring_seconds", "training_seconds", "eval_seconds")
 LOSS = ".eval_loss"
+# per-answer scores against the reference answer, from `eval/<set>.answers.parquet`; higher is better
+ANSWER_METRICS = {
+    "rouge_l": "ROUGE-L F-measure of the generated answer against the reference answer (`rouge-score`), 0..1",
+    "embedding_similarity": "cosine similarity of the sentence embeddings of generated and reference answer "
+                            "(the run's embedder, all-MiniLM-L6-v2 by default), -1..1",
+}
+ANSWER_REFERENCES = ("random", "full")
 
 
 # -- the trials ---------------------------------------------------------------
@@ -50,6 +63,7 @@ class Trial:
     reasons: dict  # metric -> why it is NaN
     pool_size: int | None
     tables: dict = field(default_factory=dict)  # set -> per-record eval table
+    answers: dict = field(default_factory=dict)  # set -> generated answers with their scores
     tables_error: str = ""
 
 
@@ -83,6 +97,7 @@ def load_trials(client, experiment: str) -> list[Trial]:
     for trial in trials:
         try:
             trial.tables = tracking.per_record_tables(client, trial.run)
+            trial.answers = tracking.per_record_tables(client, trial.run, tracking.ANSWERS_SUFFIX)
         except Exception as exc:  # an unreadable artifact store: fall back like an older run, and say so
             trial.tables_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     return trials
@@ -200,9 +215,43 @@ class _SectionData:
     section: Section
     arrays: dict  # (selector, set) -> (num, den) or None
     notes: list
+    answers: dict = field(default_factory=dict)  # (selector, answer column) -> (values, weights) or None
 
 
-def _section_data(section: Section, sets: list[str]) -> _SectionData:
+def _answer_arrays(trials: list[Trial], set_name: str, metric: str, ids: list):
+    """[n_seeds, n_records] answer scores (0 where NaN) and weights (1 where scored, else 0):
+    pooled num / den is then the mean of the scored answers; None when a trial lacks them."""
+    tables = [t.answers.get(set_name) for t in trials]
+    if any(t is None or metric not in t.columns for t in tables):
+        return None
+    values = np.stack([t.drop_duplicates("id").set_index("id")[metric].reindex(ids).to_numpy(float) for t in tables])
+    den = np.isfinite(values).astype(float)
+    return (np.where(den > 0, values, 0.0), den) if den.sum() > 0 else None
+
+
+def answer_columns(trials: list[Trial]) -> list[str]:
+    """`<set>.<metric>` for every answer score some trial has, sets alphabetically."""
+    found = {f"{s}.{m}" for t in trials for s, table in t.answers.items() for m in ANSWER_METRICS
+             if m in table.columns}
+    return sorted(found)
+
+
+def _section_answers(section: Section, columns: list[str], notes: list) -> dict:
+    out = {}
+    for column in columns:
+        set_name, metric = column.rsplit(".", 1)
+        present = [t.answers[set_name] for ts in section.groups.values() for t in ts if set_name in t.answers]
+        if not present:
+            continue
+        ids, same = _shared_ids(present)
+        if not same:
+            notes.append(f"{column}: runs answered different prompts; compared on the {len(ids)} all of them share")
+        for selector, trials in section.groups.items():
+            out[selector, column] = _answer_arrays(trials, set_name, metric, ids)
+    return out
+
+
+def _section_data(section: Section, sets: list[str], answers: list[str] = ()) -> _SectionData:
     notes, arrays = [], {}
     for set_name in sets:
         present = [t.tables[set_name] for ts in section.groups.values() for t in ts if set_name in t.tables]
@@ -212,7 +261,7 @@ def _section_data(section: Section, sets: list[str]) -> _SectionData:
                          f"{len(ids)} records all of them share")
         for selector, trials in section.groups.items():
             arrays[selector, set_name] = _arrays(trials, set_name, None if same else ids)
-    return _SectionData(section, arrays, notes)
+    return _SectionData(section, arrays, notes, _section_answers(section, list(answers), notes))
 
 
 def _own_loss(data: _SectionData, selector: str, set_name: str, n_resamples: int, seed: int):
@@ -231,7 +280,8 @@ def _own_loss(data: _SectionData, selector: str, set_name: str, n_resamples: int
                                    "mean of the pooled values, no CI or test")
 
 
-def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], n_resamples: int, seed: int) -> dict:
+def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], n_resamples: int, seed: int,
+         answers: list[str] = ()) -> dict:
     """A selector's own numbers: eval_loss with a CI per set, extras as mean and std, timings."""
     trials = data.section.groups[selector]
     row = {"budget": data.section.budget, "budget_label": data.section.label,
@@ -243,6 +293,10 @@ def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], 
         row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], note = \
             _own_loss(data, selector, set_name, n_resamples, seed)
         notes += [note] if note else []
+    for column in answers:
+        values = data.answers.get((selector, column))
+        row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"] = (
+            own_interval(*values, n_resamples, seed) if values is not None else (np.nan, np.nan, np.nan))
     row["n_selected"] = _mean(trials, "n_selected")
     for metric in extras:
         row[f"{metric} mean"], row[f"{metric} std"] = _mean(trials, metric), _std(trials, metric)
@@ -265,15 +319,66 @@ def _compare(data: _SectionData, a: str, b: str, headline: str, n_resamples: int
             "levels": "+".join(d.levels), "n_records": d.n_records}
 
 
+def _compare_answers(data: _SectionData, a: str, b: str, column: str, n_resamples: int, seed: int) -> dict | None:
+    """A against B on an answer score (higher is better), paired on the same answered prompts."""
+    xa, xb = data.answers.get((a, column)), data.answers.get((b, column))
+    if xa is None or xb is None:
+        return None
+    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples)
+    return {"budget": data.section.budget, "metric": column, "selector": a, "reference": b, "delta": d.delta,
+            "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value, "levels": "+".join(d.levels),
+            "n_records": d.n_records}
+
+
+def _answer_comparisons(data: _SectionData, rows: list[dict], columns: list[str], n_resamples: int, seed: int,
+                        comparisons: list) -> None:
+    """Every selector against random and full on each answer score; a pair is one test, asked once."""
+    for column in columns:
+        done: dict[frozenset, int] = {}
+        for row in rows:
+            for ref in ANSWER_REFERENCES:
+                key = f"{column}_vs_{ref}"
+                row[key] = None
+                if ref == row["selector"] or ref not in data.section.groups:
+                    continue
+                pair = frozenset((row["selector"], ref))
+                if pair not in done:
+                    result = _compare_answers(data, row["selector"], ref, column, n_resamples, seed)
+                    if result is None:
+                        continue
+                    done[pair] = len(comparisons)
+                    comparisons.append(result)
+                row[key] = (done[pair], comparisons[done[pair]]["selector"] != row["selector"])
+
+
+def _fill_answer_comparisons(rows: list[dict], columns: list[str], comparisons: pd.DataFrame) -> None:
+    for row in rows:
+        for column in columns:
+            for ref in ANSWER_REFERENCES:
+                found = row.pop(f"{column}_vs_{ref}", None)
+                keys = [f"{column}_vs_{ref}_{k}" for k in ("delta", "ci_low", "ci_high", "p", "p_holm")]
+                if found is None:
+                    row.update(dict.fromkeys(keys, np.nan), **{f"{column}_verdict_vs_{ref}": None})
+                    continue
+                c = comparisons.iloc[found[0]]
+                sign = -1.0 if found[1] else 1.0
+                low, high = sorted((sign * c["ci_low"], sign * c["ci_high"]))
+                row.update(zip(keys, (sign * c["delta"], low, high, c["p"], c["p_holm"])))
+                row[f"{column}_verdict_vs_{ref}"] = stats.verdict(low, high, c["p_holm"], lower_is_better=False)
+
+
 def _best(rows: list[dict], headline: str | None) -> str | None:
     """The selector with the lowest headline loss at this budget (`full` is not a selection)."""
     ranked = [r for r in rows if headline and r["selector"] != "full" and np.isfinite(r.get(headline, np.nan))]
     return min(ranked, key=lambda r: r[headline])["selector"] if ranked else None
 
 
-def _section_rows(data: _SectionData, sets, extras, headline, n_resamples, seed, comparisons: list) -> list[dict]:
+def _section_rows(data: _SectionData, sets, extras, headline, n_resamples, seed, comparisons: list,
+                  answers: list[str] = (), answer_comparisons: list | None = None) -> list[dict]:
     """Rows of one section, each with the keys of its comparisons (filled in after Holm)."""
-    rows = [_row(data, s, sets, extras, n_resamples, seed) for s in data.section.groups]
+    rows = [_row(data, s, sets, extras, n_resamples, seed, answers) for s in data.section.groups]
+    if answers:
+        _answer_comparisons(data, rows, list(answers), n_resamples, seed, answer_comparisons)
     best = _best(rows, headline)
     done: dict[frozenset, int] = {}  # a pair is one test, whichever way round it is asked
     for row in rows:
@@ -343,6 +448,8 @@ class Leaderboard:
     extras: list  # metrics shown as mean ± std over seeds
     n_resamples: int
     seed: int
+    answers: list = field(default_factory=list)  # `<set>.<metric>` answer scores shown with CIs
+    answer_comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # with p_holm per (metric) family
 
 
 def _metric_names(trials: list[Trial]) -> tuple[list[str], list[str], list[str]]:
@@ -359,22 +466,32 @@ def build_leaderboard(client, experiment: str, n_resamples: int = 10_000, seed: 
     """Every budget's rows, paired comparisons Holm-adjusted across the whole leaderboard, and a sentence per budget."""
     trials = load_trials(client, experiment)
     sets, with_refs, extras = _metric_names(trials)
+    answers = answer_columns(trials)
+    extras = [m for m in extras if m not in answers]  # shown with their CIs instead of mean ± std
+    answer_comparisons: list[dict] = []
     headline_set = "heldout" if "heldout" in with_refs else (with_refs[0] if with_refs else None)
     headline = headline_set + LOSS if headline_set else None
     sets = ([headline_set] if headline_set else []) + [s for s in sets if s != headline_set]
     comparisons, rows, notes, labels = [], [], {}, {}
     per_section = []
     for section in sections(trials):
-        data = _section_data(section, [s for s in sets if s in with_refs])
-        section_rows = _section_rows(data, sets, extras, headline, n_resamples, seed, comparisons)
+        data = _section_data(section, [s for s in sets if s in with_refs], answers)
+        section_rows = _section_rows(data, sets, extras, headline, n_resamples, seed, comparisons, answers,
+                                     answer_comparisons)
         per_section.append((data, section_rows))
         labels[section.budget] = section.label
     comps = pd.DataFrame(comparisons, columns=["budget", "selector", "reference", "delta", "ci_low", "ci_high", "p",
                                                "levels", "n_records"])
     comps["p_holm"] = stats.holm(comps["p"].to_numpy(float)) if len(comps) else []
+    acomps = pd.DataFrame(answer_comparisons, columns=["budget", "metric", "selector", "reference", "delta", "ci_low",
+                                                       "ci_high", "p", "levels", "n_records"])
+    acomps["p_holm"] = np.nan
+    for _, family in acomps.groupby("metric"):  # one Holm family per answer score, across the leaderboard
+        acomps.loc[family.index, "p_holm"] = stats.holm(family["p"].to_numpy(float))
     sentences = {}
     for data, section_rows in per_section:
         _fill_comparisons(section_rows, comps)
+        _fill_answer_comparisons(section_rows, answers, acomps)
         section_rows.sort(key=lambda r: _sort_key(r, headline))
         notes[data.section.budget] = _section_notes(data, section_rows, headline)
         sentences[data.section.budget] = stats.verdict_sentence(
@@ -383,8 +500,10 @@ def build_leaderboard(client, experiment: str, n_resamples: int = 10_000, seed: 
         rows += section_rows
     comps["verdict"] = [stats.verdict(c.ci_low, c.ci_high, c.p_holm, lower_is_better=True)
                         if np.isfinite(c.p_holm) else None for c in comps.itertuples()]
-    return Leaderboard(experiment, headline, _ordered(pd.DataFrame(rows), headline, sets, extras), comps,
-                       sentences, notes, labels, extras, n_resamples, seed)
+    acomps["verdict"] = [stats.verdict(c.ci_low, c.ci_high, c.p_holm, lower_is_better=False)
+                         for c in acomps.itertuples()]
+    return Leaderboard(experiment, headline, _ordered(pd.DataFrame(rows), headline, sets, extras, answers), comps,
+                       sentences, notes, labels, extras, n_resamples, seed, answers, acomps)
 
 
 def _sort_key(row: dict, headline: str | None):
@@ -397,15 +516,23 @@ def _loss_columns(set_name: str) -> list[str]:
     return [f"{set_name}{LOSS}", f"{set_name}{LOSS}_ci_low", f"{set_name}{LOSS}_ci_high"]
 
 
-def _ordered(table: pd.DataFrame, headline: str | None, sets: list[str], extras: list[str]) -> pd.DataFrame:
-    """Headline columns first, then the other sets, extras, sizes and timings."""
+def _answer_table_columns(column: str) -> list[str]:
+    return [column, f"{column}_ci_low", f"{column}_ci_high"] + [
+        f"{column}_vs_{r}_{k}" for r in ANSWER_REFERENCES for k in ("delta", "ci_low", "ci_high", "p", "p_holm")] + [
+        f"{column}_verdict_vs_{r}" for r in ANSWER_REFERENCES]
+
+
+def _ordered(table: pd.DataFrame, headline: str | None, sets: list[str], extras: list[str],
+             answers: list[str] = ()) -> pd.DataFrame:
+    """Headline columns first, then the other sets, answer scores, extras, sizes and timings."""
     first = ["budget", "budget_label", "budget_fraction", "selector", "baseline"]
     head = _loss_columns(headline[: -len(LOSS)]) if headline else []
     vs = [f"vs_{r}_{k}" for r in REFERENCES for k in ("delta", "ci_low", "ci_high", "p", "p_holm")] \
         + [f"verdict_vs_{r}" for r in REFERENCES] + ["best"]
     rest = [c for s in sets if f"{s}{LOSS}" != headline for c in _loss_columns(s)]
     extra = [f"{m} {k}" for m in extras for k in ("mean", "std")]
-    columns = first + head + vs + rest + extra + ["n_selected", "seeds", *TIMING, "notes"]
+    scored = [c for column in answers for c in _answer_table_columns(column)]
+    columns = first + head + vs + rest + scored + extra + ["n_selected", "seeds", *TIMING, "notes"]
     return table[[c for c in columns if c in table.columns]].reset_index(drop=True)
 
 
@@ -470,6 +597,19 @@ def _comparison_cells(row, name: str) -> list[str]:
     return [f"{delta:+.4f}", ci, said]
 
 
+def _answer_cells(row, column: str) -> list[str]:
+    """`mean [CI]` and, against random, `delta [CI] verdict`."""
+    value, low, high = (row.get(column), row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high"))
+    own = f"{value:.3f} [{low:.3f}, {high:.3f}]" if value is not None and np.isfinite(value) else ""
+    if row["selector"] == "random":
+        return [own, "—"]
+    delta, verdict = row.get(f"{column}_vs_random_delta"), row.get(f"{column}_verdict_vs_random")
+    if delta is None or not np.isfinite(delta):
+        return [own, ""]
+    lo, hi, p = (row.get(f"{column}_vs_random_{k}") for k in ("ci_low", "ci_high", "p_holm"))
+    return [own, f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict} (p_holm {p:.2g})"]
+
+
 def _extra_cell(row, metric: str) -> str:
     mean, std = row.get(f"{metric} mean"), row.get(f"{metric} std")
     if mean is None or not np.isfinite(mean):
@@ -480,8 +620,9 @@ def _extra_cell(row, metric: str) -> str:
 def _header(board: Leaderboard, sets: list[str]) -> list[str]:
     head = [f"{board.headline} [95% CI]"] if board.headline else []
     vs = [f"vs_{r}_{k}" if k != "verdict" else f"verdict_vs_{r}" for r in REFERENCES for k in ("delta", "ci", "verdict")]
+    scored = [h for column in board.answers for h in (f"{column} [95% CI]", f"{column} vs_random")]
     return ["selector", *head, *(vs if board.headline else []), *[f"{s}{LOSS} [95% CI]" for s in sets],
-            *board.extras, "n_selected", "seeds", *TIMING, "notes"]
+            *scored, *board.extras, "n_selected", "seeds", *TIMING, "notes"]
 
 
 def _table_lines(board: Leaderboard, rows: pd.DataFrame, sets: list[str]) -> list[str]:
@@ -492,7 +633,9 @@ def _table_lines(board: Leaderboard, rows: pd.DataFrame, sets: list[str]) -> lis
         cells = [name] + ([_loss_cell(row, board.headline)] if board.headline else [])
         if board.headline:
             cells += [c for r in REFERENCES for c in _comparison_cells(row, r)]
-        cells += [_loss_cell(row, f"{s}{LOSS}") for s in sets] + [_extra_cell(row, m) for m in board.extras]
+        cells += [_loss_cell(row, f"{s}{LOSS}") for s in sets]
+        cells += [c for column in board.answers for c in _answer_cells(row, column)]
+        cells += [_extra_cell(row, m) for m in board.extras]
         cells += [_num(row, "n_selected", "g"), str(row["seeds"])] + [_num(row, m, ".1f") for m in TIMING]
         cells.append(row.get("notes") or "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -528,6 +671,15 @@ def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
             f"({board.n_resamples:,} permutations, exact up to 16 records), Holm-adjusted "
             f"over all {n_tests} comparisons of this leaderboard (p_holm shown). `n/a`: no per-record losses, no test.",
         ]
+    for column in board.answers:
+        set_name, metric = column.rsplit(".", 1)
+        n = board.answer_comparisons
+        n_tests = int((n["metric"] == column).sum()) if len(n) else 0
+        lines.append(f"- `{column}`: {ANSWER_METRICS[metric]}, higher is better; the mean over the answered "
+                     f"prompts of {set_name} (the first `--gen-size`) and the seeds, [95% CI] by the same two-level "
+                     f"bootstrap. `{column} vs_random`: the row minus random, paired on the same prompts, with its "
+                     f"95% CI and verdict; Holm-adjusted over the {n_tests} comparisons of this metric (against "
+                     "random and full, every budget: the CSV has both), separately from the headline's.")
     for metric in board.extras:
         meaning = next((v for k, v in EXTRA_MEANINGS.items() if metric.endswith(k)), "a logged metric")
         lines.append(f"- `{metric}`: {meaning}; mean ± standard deviation over seeds.")

@@ -247,11 +247,13 @@ def read_json_artifact(run, name: str):
 
 
 PER_RECORD_SUFFIX = ".per_record.parquet"
+ANSWERS_SUFFIX = ".answers.parquet"
 
 
-def per_record_tables(client, run) -> dict:
-    """set name -> the run's per-record eval table (`eval/<set>.per_record.parquet`:
-    id, n_tokens, loss_sum, loss_mean, reason); {} for a run logged before these existed.
+def per_record_tables(client, run, suffix: str = PER_RECORD_SUFFIX) -> dict:
+    """set name -> the run's table `eval/<set><suffix>`: per-record eval losses
+    (`.per_record.parquet`: id, n_tokens, loss_sum, loss_mean, reason) or generated
+    answers with their scores (`.answers.parquet`); {} for a run logged before these existed.
     Paired comparisons resample these rows; the pooled metric alone cannot give an interval.
     Read straight from the run's artifact location: going through the run id costs
     three database lookups per file, which dominated a leaderboard's time."""
@@ -263,10 +265,10 @@ def per_record_tables(client, run) -> dict:
     with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
         for item in repo.list_artifacts("eval"):
             name = Path(item.path).name
-            if item.is_dir or not name.endswith(PER_RECORD_SUFFIX):
+            if item.is_dir or not name.endswith(suffix):
                 continue
             local = repo.download_artifacts(item.path, dst_path=tmp)
-            tables[name[: -len(PER_RECORD_SUFFIX)]] = pd.read_parquet(local)
+            tables[name[: -len(suffix)]] = pd.read_parquet(local)
     return tables
 
 

@@ -10,7 +10,7 @@ from cherrybench.selectors.base import RankingSelector
 
 @register_selector()
 class InstructMiningSelector(RankingSelector):
-    """The records with the lowest predicted log eval loss under a rule (file, paper-v1 or paper-v2)."""
+    """The records with the lowest predicted log eval loss under a rule (file, paper-v1, paper-v1-offline or paper-v2)."""
 
     name = "instructmining"
     column = "instructmining"

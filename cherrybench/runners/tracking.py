@@ -22,6 +22,7 @@ COMMAND_TAG = "cherrybench.command"
 ROLE_TAG = "cherrybench.role"
 MODEL_DIR_TAG = "cherrybench.model_dir"
 NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
+NOTE_TAG = "cherrybench.note"  # a sentence the leaderboard adds to the trial's notes (e.g. a published subset's)
 # The experiment kind MLflow's tools read ("custom_model_development": model training, not GenAI). The
 # MLflow 3.x UI itself picks its view from `?workflowType=machine_learning` in the link (else the last
 # choice in the browser, GenAI by default), so `experiment_link` carries that too.
@@ -121,7 +122,8 @@ def parent_run(exp_id: str, name: str, command: str):
     import mlflow
 
     with mlflow.start_run(experiment_id=exp_id, run_name=name, tags={COMMAND_TAG: command, ROLE_TAG: "parent"}) as run:
-        yield run
+        with _killed_on_interrupt():
+            yield run
 
 
 @contextmanager
@@ -131,7 +133,22 @@ def trial_run(exp_id: str, parent_id: str, name: str, key: str, tags: dict | Non
 
     with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent_id,
                           tags={KEY_TAG: key, ROLE_TAG: "child", **(tags or {})}) as run:
-        yield run
+        with _killed_on_interrupt():
+            yield run
+
+
+@contextmanager
+def _killed_on_interrupt():
+    """An interrupted run (Ctrl-C, or SIGTERM turned into one by the CLI) ends as KILLED,
+    not FAILED and not RUNNING for ever: the UI then tells an interruption from a crash,
+    and a rerun of the same command resumes (finished trials are found by their key)."""
+    import mlflow
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
 
 
 def log_params(params: dict) -> None:
@@ -180,10 +197,10 @@ def set_tag(name: str, value: str) -> None:
     mlflow.set_tag(name, value)
 
 
-def log_file(path: Path) -> None:
+def log_file(path: Path, artifact_path: str | None = None) -> None:
     import mlflow
 
-    mlflow.log_artifact(str(path))
+    mlflow.log_artifact(str(path), artifact_path)
 
 
 def log_json(obj, name: str) -> None:
@@ -194,13 +211,13 @@ def log_json(obj, name: str) -> None:
         log_file(path)
 
 
-def log_files(write) -> None:
-    """Call write(tmp_dir) and log every file it leaves there."""
+def log_files(write, artifact_path: str | None = None) -> None:
+    """Call write(tmp_dir) and log every file it leaves there (under `artifact_path/` when given)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write(tmp)
         for path in sorted(tmp.iterdir()):
-            log_file(path)
+            log_file(path, artifact_path)
 
 
 def log_tables(tables: dict, artifact_path: str) -> None:

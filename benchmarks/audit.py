@@ -50,8 +50,12 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=3, help="strongest hits shown per level")
     parser.add_argument("--json", help="also write the summary here")
     args = parser.parse_args()
-    os.environ["CHERRYBENCH_CACHE"] = tempfile.mkdtemp(prefix="cherrybench-audit-bench-")  # cold embeddings
+    with tempfile.TemporaryDirectory(prefix="cherrybench-audit-bench-") as cache:
+        os.environ["CHERRYBENCH_CACHE"] = cache  # cold embeddings, removed afterwards
+        run(args)
 
+
+def run(args) -> None:
     from cherrybench.audit import LEVELS, POOL, AuditSettings, audit, summary
     from cherrybench.context import Context
 

@@ -56,7 +56,7 @@ def cmd_select(args) -> int:
     selection, _ = run_selection(dataset, selector, Budget.parse(args.budget), make_context(args), given,
                                  dedup=None if args.dedup == "off" else args.dedup, embedder=args.embedder)
     out, report = write_selection(dataset, selection, args.out, [args.scores] if args.scores else [],
-                                  audit=getattr(selection, "audit", None))
+                                  command=args.command_line, audit=getattr(selection, "audit", None))
     shown = {k: v for k, v in selection.report.items()}
     print(json.dumps(shown, indent=2, default=str))
     print(f"wrote {len(selection.ids)} records to {out} and the report to {report}")

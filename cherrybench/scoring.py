@@ -73,6 +73,12 @@ def compute_rows(metric, records: list[Record], ctx, inputs: pd.DataFrame | None
     return frame.sort_index().reset_index(drop=True)
 
 
+def compute_locally(metric, tasks: list, ctx):
+    """(chunk number, its rows) for each (records, inputs) chunk, computed here, one after another."""
+    for n, (records, inputs) in enumerate(tasks):
+        yield n, compute_rows(metric, records, ctx, inputs)
+
+
 def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.DataFrame:
     """One metric's columns for every record, in input order, indexed by record id."""
     records = dataset.records
@@ -95,22 +101,28 @@ def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.Da
     todo = sum(1 for h in hashes if h not in done)
     bar = tqdm(total=len(records), initial=len(records) - todo, desc=f"score {metric.name}", unit="rec",
                disable=not ctx.progress or not todo, file=sys.stderr, dynamic_ncols=True)  # no bar for cached scores
+    jobs: list[tuple[list[int], list[int]]] = []  # (chunk, its records still to compute), in chunk order
     for chunk in chunks:
         pending, pending_hashes = [], set()
         for i in chunk:
             if hashes[i] not in done and hashes[i] not in pending_hashes:
                 pending.append(i)
                 pending_hashes.add(hashes[i])
-        if not pending:
-            continue
-        frame = compute_rows(metric, [records[i] for i in pending], ctx,
-                             None if inputs is None else inputs.iloc[pending].reset_index(drop=True))
+        if pending:
+            jobs.append((chunk, pending))
+            done |= pending_hashes
+    tasks = [([records[i] for i in pending], None if inputs is None else inputs.iloc[pending].reset_index(drop=True))
+             for _, pending in jobs]
+    engine = getattr(ctx, "engine", None)  # another executor (cherrybench.ray_engine), for the metrics it takes
+    run = engine.run if engine is not None and tasks and engine.takes(metric) else compute_locally
+    for n, frame in run(metric, tasks, ctx):  # as each chunk finishes, in any order
+        chunk, pending = jobs[n]
         frame.insert(0, HASH_COLUMN, [hashes[i] for i in pending])
         if store is not None:
             store.append(frame)
         fresh.append(frame.set_index(HASH_COLUMN))
-        done |= pending_hashes
-        bar.update(sum(1 for i in chunk if hashes[i] in pending_hashes))
+        computed = {hashes[i] for i in pending}
+        bar.update(sum(1 for i in chunk if hashes[i] in computed))
     bar.close()
     parts = ([cached] if cached is not None else []) + fresh
     table = pd.concat(parts) if parts else pd.DataFrame(columns=metric.output_columns)

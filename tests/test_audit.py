@@ -6,7 +6,6 @@ double loop, and the command's outputs and exit status."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 

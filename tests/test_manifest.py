@@ -91,13 +91,17 @@ def test_the_command_line_keeps_no_absolute_paths(tmp_path, monkeypatch):
     assert leaderboard.sanitize_command is sanitize_command  # one implementation, shared with the leaderboard
 
 
-def test_a_library_call_records_no_foreign_command_line(tmp_path, monkeypatch):
-    """Called from another program (here pytest) the command is unknown, never that program's argv."""
+def test_main_records_the_arguments_it_was_given_never_the_callers_argv(tmp_path, monkeypatch):
+    """Called from another program (here pytest), main(argv) records the cherrybench command those
+    arguments make (as compare does), never the calling program's own sys.argv."""
     data = write_jsonl(tmp_path / "pool.jsonl")
     argv = ["select", "--data", str(data), "--selector", "random", "--budget", "2", "--out", str(tmp_path / "s.json"),
             "--no-progress"]
     assert main(argv) == 0
-    assert json.loads((tmp_path / "s.manifest.json").read_text())["command"] is None
+    command = json.loads((tmp_path / "s.manifest.json").read_text())["command"]
+    assert command == sanitize_command("cherrybench " + " ".join(argv))
+    assert command.startswith("cherrybench select --data ") and "pytest" not in command
+    assert str(tmp_path) not in command
 
 
 def test_score_cache_keys_are_the_ones_the_run_used(tmp_path, monkeypatch):

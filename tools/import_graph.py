@@ -21,7 +21,7 @@ LAYERS = [
     ("cherrybench.runners", 3),
     ("cherrybench.metrics", 2), ("cherrybench.selectors", 2), ("cherrybench.regress", 2),
     ("cherrybench.scoring", 1), ("cherrybench.finetune", 1), ("cherrybench.evaluate", 1), ("cherrybench.pairwise", 1),
-    ("cherrybench.lm", 1), ("cherrybench.cache", 1),
+    ("cherrybench.lm", 1), ("cherrybench.cache", 1), ("cherrybench.ray_engine", 1),
     ("cherrybench.context", 1), ("cherrybench.embedders", 1), ("cherrybench.diversity", 1), ("cherrybench.audit", 1),
     ("cherrybench", 0),
 ]

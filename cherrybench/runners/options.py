@@ -68,6 +68,40 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     group.add_argument("--param", action="append", metavar="KEY=VALUE", help="a plugin parameter (repeatable)")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the scores not yet cached are computed: here, or on a Ray cluster (cherrybench.ray_engine)."""
+    group = parser.add_argument_group("scoring engine")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="score in this process (default), or on Ray workers: the same scores and cache")
+    group.add_argument("--ray-address", metavar="ADDRESS",
+                       help="Ray cluster to use with --engine ray (default: $RAY_ADDRESS, else a new local Ray)")
+    group.add_argument("--workers", type=positive_int, metavar="N",
+                       help="Ray scoring actors, each loading the models once (default: one per GPU, else 1)")
+    group.add_argument("--gpus-per-worker", type=nonnegative_float, metavar="G",
+                       help="GPUs each Ray worker takes (default 1 where the cluster has GPUs, else 0: CPU workers)")
+
+
+def make_engine(args):
+    """The scoring engine the flags ask for: None (local) or a RayEngine, which starts
+    or joins Ray only when a metric has records left to score."""
+    engine = getattr(args, "engine", "local")
+    ray_flags = [flag for flag, dest in (("--ray-address", "ray_address"), ("--workers", "workers"),
+                                         ("--gpus-per-worker", "gpus_per_worker"))
+                 if getattr(args, dest, None) is not None]
+    if engine != "ray":
+        if ray_flags:
+            raise ValueError(f"{ray_flags[0]} needs --engine ray")
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
+        raise ValueError("--engine ray needs Ray Data: pip install 'ray[data]'")
+    from cherrybench.ray_engine import RayEngine
+
+    return RayEngine(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
 def plugin_options(args) -> dict:
@@ -83,9 +117,11 @@ def make_context(args):
     from cherrybench.context import Context
 
     train = train_config_from_args(args) if hasattr(args, "epochs") else None  # commands that fine-tune
-    return Context(model=args.model, device=args.device, batch_tokens=args.batch_tokens,
-                   trust_remote_code=args.trust_remote_code, progress=not args.no_progress, seed=args.seed,
-                   train=train)
+    ctx = Context(model=args.model, device=args.device, batch_tokens=args.batch_tokens,
+                  trust_remote_code=args.trust_remote_code, progress=not args.no_progress, seed=args.seed,
+                  train=train)
+    ctx.engine = make_engine(args)  # scoring.score_metric hands it the uncached chunks of the metrics it takes
+    return ctx
 
 
 def load_data(args):
@@ -165,6 +201,10 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     return _number(text, int, 0, False, "an integer >= 0")
+
+
+def nonnegative_float(text: str) -> float:
+    return _number(text, float, 0.0, False, "a number >= 0")
 
 
 def positive_float(text: str) -> float:

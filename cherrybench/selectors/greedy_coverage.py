@@ -17,11 +17,14 @@ import math
 import numpy as np
 
 
-def greedy_decayed_coverage(matrix, quality, k: int, delta: float, tie_rank) -> tuple[list[int], list[float]]:
+def greedy_decayed_coverage(matrix, quality, k: int, delta: float, tie_rank,
+                            stats: dict | None = None) -> tuple[list[int], list[float]]:
     """Up to `k` row indices in pick order, and each pick's value when taken.
 
     matrix: scipy sparse (n x m), non-negative; quality: n non-negative numbers;
-    delta in [0, 1]; tie_rank: n distinct integers, lower wins a tie."""
+    delta in [0, 1]; tie_rank: n distinct integers, lower wins a tie. `stats`, if
+    given, gets `evaluations`: how many values were computed (n at the start, then
+    one per pop)."""
     from scipy import sparse
 
     rows = sparse.csr_matrix(matrix, dtype=np.float64)
@@ -30,8 +33,9 @@ def greedy_decayed_coverage(matrix, quality, k: int, delta: float, tie_rank) -> 
     n = rows.shape[0]
     if len(quality) != n or len(tie_rank) != n:
         raise ValueError(f"quality ({len(quality)}) and tie_rank ({len(tie_rank)}) must have one entry per row ({n})")
-    if n and (quality.min() < 0 or rows.data.size and rows.data.min() < 0):
-        raise ValueError("greedy coverage needs non-negative quality and matrix entries (values must only fall)")
+    if n and (not np.all(np.isfinite(quality)) or quality.min() < 0 or rows.data.size and rows.data.min() < 0):
+        raise ValueError("greedy coverage needs finite, non-negative quality and matrix entries "
+                         "(values must only fall)")
     if not 0.0 <= delta <= 1.0:
         raise ValueError(f"delta must lie in [0, 1], got {delta!r}")
     indptr, indices, data = rows.indptr, rows.indices, rows.data
@@ -45,9 +49,11 @@ def greedy_decayed_coverage(matrix, quality, k: int, delta: float, tie_rank) -> 
     heapq.heapify(heap)
     picks: list[int] = []
     values: list[float] = []
+    evaluations = n
     while heap and len(picks) < k:
         stored, rank, i = heapq.heappop(heap)
         current = value(i)
+        evaluations += 1
         if current != -stored:  # stale: its columns decayed since it was valued
             heapq.heappush(heap, (-current, rank, i))
             continue
@@ -55,6 +61,8 @@ def greedy_decayed_coverage(matrix, quality, k: int, delta: float, tie_rank) -> 
         values.append(current)
         columns = indices[indptr[i]: indptr[i + 1]]
         weight[columns] *= delta
+    if stats is not None:
+        stats["evaluations"] = evaluations
     return picks, values
 
 

@@ -36,8 +36,10 @@ def _standard(row: dict, where: str, index: int) -> Record | None:
         first = instances[0]
         return Record(str(row.get("id", index)), [Turn(_str(row, "instruction", where), first.get("output") or "",
                                                        first.get("input") or "")], where=where)
+    if isinstance(row.get("conversations"), str) and row["conversations"].strip():  # LIMA test as released
+        return Record(str(row.get("id", index)), [Turn(row["conversations"], "")], where=where)
     if isinstance(row.get("conversations"), list) and row["conversations"] and all(
-            isinstance(c, str) for c in row["conversations"]):  # LIMA test: plain strings
+            isinstance(c, str) for c in row["conversations"]):  # LIMA test: a list of plain strings
         return Record(str(row.get("id", index)), [Turn(row["conversations"][0], "")], where=where)
     return None
 

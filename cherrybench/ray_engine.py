@@ -138,6 +138,10 @@ class RayEngine:
         if per_worker > gpus:
             raise ValueError(f"--gpus-per-worker {per_worker}: the Ray cluster has {gpus:g} GPUs")
         workers = self.workers or (max(1, int(gpus // per_worker)) if per_worker else 1)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if workers > cpus or (per_worker and workers * per_worker > gpus):
+            log.warning("%d Ray workers of 1 CPU and %g GPUs each, on a cluster of %g CPUs and %g GPUs: those that do "
+                        "not fit wait for resources (an autoscaling cluster adds them)", workers, per_worker, cpus, gpus)
         return workers, per_worker
 
     def run(self, metric, tasks: list, ctx):
@@ -151,12 +155,15 @@ class RayEngine:
         data_context.print_on_execution_start = False
         if not logging.getLogger().isEnabledFor(logging.INFO):  # the CLI without -v
             logging.getLogger("ray.data").setLevel(logging.ERROR)  # "execution finished in ..." per metric
+        settings = context_settings(ctx)
+        if not gpus and settings["device"] is None:
+            settings["device"] = "cpu"  # a CPU worker: never a GPU Ray did not give it
         items = [{"chunk": n, "task": pickle.dumps(task)} for n, task in enumerate(tasks)]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
         scored = dataset.map_batches(
             ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
             num_cpus=1, num_gpus=gpus or None,
-            fn_constructor_kwargs={"metric": dump_metric(metric), "settings": context_settings(ctx),
+            fn_constructor_kwargs={"metric": dump_metric(metric), "settings": settings,
                                    "fingerprints": metric.fingerprints(ctx)})
         log.info("%s: %d chunks on %d Ray workers (%g GPUs each)", metric.name, len(items), workers, gpus)
         seen: set[int] = set()

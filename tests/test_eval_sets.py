@@ -15,7 +15,8 @@ FIXTURES = {
     "wizardlm_test_set.jsonl": [{"idx": 1, "Skill": "Math", "Difficulty": 1, "Instruction": "What is 2+2?"}],
     "sinstruct_test_set.jsonl": [{"id": "u0", "motivation_app": "x", "instruction": "Fix the grammar.",
                                   "instances": [{"input": "he go home", "output": "He goes home."}]}],
-    "lima_test_set.jsonl": [{"conversations": ["Tell me a joke."], "source": "x"}],
+    "lima_test_set.jsonl": [{"conversations": "Tell me a joke.", "source": "x"}],  # as released: one string
+    "limalist_test_set.jsonl": [{"conversations": ["Tell me a joke."], "source": "x"}],  # a list of strings
 }
 EXPECTED = {
     "vicuna": ("1", "How can I sleep better?", "", ""),
@@ -23,6 +24,7 @@ EXPECTED = {
     "wizardlm": ("1", "What is 2+2?", "", ""),
     "sinstruct": ("u0", "Fix the grammar.", "he go home", "He goes home."),
     "lima": ("0", "Tell me a joke.", "", ""),
+    "limalist": ("0", "Tell me a joke.", "", ""),
 }
 
 

@@ -157,3 +157,15 @@ def test_instag_on_30_alpaca_records_and_rerun_generates_nothing(ctx):
     tags = {i: split_tags(t) for i, t in zip(table["id"], table["instag_tags"]) if isinstance(t, str)}
     assert diverse.ids == complexity_first_reference(tags, 6)
     assert diverse.report["n_kept"] + diverse.report["n_excluded"] == 30 and diverse.report["passes"] >= 1
+
+
+def test_tagger_flag_reaches_the_metric_and_no_other_plugin():
+    from cherrybench.cli import build_parser
+    from cherrybench.metrics import METRICS
+    from cherrybench.runners.options import plugin_options
+
+    args = build_parser().parse_args(["score", "--data", "x.json", "--metrics", "instag,length", "--out", "s.parquet",
+                                      "--tagger", "my-tagger-dir"])
+    options = plugin_options(args)
+    assert METRICS.get("instag").from_options(options).tagger == "my-tagger-dir"
+    assert not hasattr(METRICS.get("length").from_options(options), "tagger")  # options go where they are taken

@@ -1,7 +1,9 @@
 """Scoring on Ray (`--engine ray`) against the local engine, on one local Ray
 (2 CPUs, no dashboard) shared by the module: the same scores and NaN reasons
-with the real SmolLM2, a worker actor killed mid-run, and the driver killed
-with SIGKILL mid-run and rerun (it scores only what the cache lacks)."""
+with the real SmolLM2 (IFD and the AlpaGasus judge), a worker actor killed
+mid-run, and the driver killed with SIGKILL mid-run and rerun (it scores only
+what the cache lacks). Chunks of 2 records make a handful of records several
+Ray blocks."""
 
 from __future__ import annotations
 
@@ -28,9 +30,7 @@ from cherrybench.ray_engine import RayEngine
 from cherrybench.records import load_dataset
 from cherrybench.scoring import score, size_sorted_chunks
 
-pytestmark = pytest.mark.slow  # starts Ray and loads SmolLM2 in its workers
-
-CHUNK = 2  # records per chunk, so a handful of records make several Ray blocks
+CHUNK = 2  # records per chunk (one Ray block each)
 MAX_LENGTH = 64
 IFD_COLUMNS = ["id", "cas", "das", "ifd", "ifd_ppl", "ppl", "ifd_reason"]
 
@@ -51,14 +51,30 @@ def ray_address():
 
 @pytest.fixture(scope="module")
 def pool_file(tmp_path_factory) -> Path:
-    """Eleven Alpaca records, one with a blank answer (NaN empty_answer, set by the scoring
-    core) and one whose prompt fills MAX_LENGTH (NaN prompt_too_long, set by IFD itself)."""
+    """Eleven Alpaca records, then one with a blank answer (NaN empty_answer, set by the
+    scoring core) and one whose prompt fills MAX_LENGTH (NaN prompt_too_long, set by IFD)."""
     rows = [{"id": f"r{i}", "instruction": q, "input": x, "output": a} for i, (q, x, a) in enumerate(ROWS[:11])]
     rows.append({"id": "blank", "instruction": "Name a colour.", "input": "", "output": "  "})
     rows.append({"id": "long", "instruction": "Repeat this. " * 60, "input": "", "output": "Repeat this."})
     path = tmp_path_factory.mktemp("pool") / "pool.json"
     path.write_text(json.dumps(rows))
     return path
+
+
+def test_the_ray_engine_takes_the_per_record_metrics_that_load_a_model():
+    metrics = build_metrics(["ifd", "alpagasus", "reward", "length", "mtld", "knn"])
+    assert [RayEngine().takes(m) for m in metrics] == [True, True, True, False, False, False]
+
+
+def test_ray_flags_without_engine_ray_are_an_error(pool_file, tmp_path, capsys):
+    from cherrybench.cli import main
+
+    for flag, value in (("--workers", "2"), ("--ray-address", "127.0.0.1:6379"), ("--gpus-per-worker", "1")):
+        code = main(["score", "--data", str(pool_file), "--metrics", "length", flag, value,
+                     "--out", str(tmp_path / "s.parquet")])
+        assert code == 2
+        assert capsys.readouterr().err.strip() == f"cherrybench: error: {flag} needs --engine ray"
+    assert not (tmp_path / "s.parquet").exists()
 
 
 def ifd():
@@ -92,9 +108,17 @@ def n_shards(cache: Path) -> int:
 
 
 def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-5)
+    """Numbers within 1e-5, reasons equal; a missing reason read back from the cache may be NaN, not None."""
+    def missing_as_none(frame):
+        reasons = [c for c in frame.columns if c.endswith("_reason")]
+        return frame.astype({c: object for c in reasons}).apply(
+            lambda col: col.where(col.notna(), None) if col.name in reasons else col)
+
+    pd.testing.assert_frame_equal(missing_as_none(got), missing_as_none(expected), check_exact=False, rtol=0,
+                                  atol=1e-5)
 
 
+@pytest.mark.slow  # starts Ray and loads SmolLM2 in its workers
 def test_scores_on_ray_equal_the_local_engine(ray_address, pool_file, reference, fresh_cache):
     dataset = load_dataset(pool_file)
     ctx = ray_context(workers=2)
@@ -128,6 +152,7 @@ def scoring_actors() -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # starts Ray and loads SmolLM2 in its workers
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(ray_address, pool_file, reference, fresh_cache):
     dataset = load_dataset(pool_file)
     n_chunks = len(size_sorted_chunks(dataset.records, CHUNK))
@@ -174,6 +199,7 @@ print("finished")
 """ % (MAX_LENGTH, CHUNK)
 
 
+@pytest.mark.slow  # starts Ray and loads SmolLM2 in its workers
 def test_a_driver_killed_mid_run_resumes_with_only_the_missing_chunks(ray_address, pool_file, reference, fresh_cache,
                                                                      tmp_path):
     dataset = load_dataset(pool_file)

@@ -4,8 +4,9 @@ distinct tags (SPEC: InsTag). Tags are lower-cased, their whitespace collapsed,
 and deduplicated (ours); a multi-turn record's tags are those of all its
 questions together (ours).
 
-The released tagger is OFA-Sys/InsTagger (LLaMA-2-7B, no chat template: pass
-`--param tagger=DIR --param chat=false`). The default is the embedded
+The released tagger is OFA-Sys/InsTagger (LLaMA-2-7B): `--param tagger=DIR`,
+and `--param chat=false` when its tokenizer has no chat template (the prompt
+then ends in `Assistant: `, as InsTagger's does). The default is the embedded
 SmolLM2-135M, which is weak at this: it writes the JSON form (the answer is
 started for it with `[{"tag": "`) but its tags are often a word of the query or
 a generic label, and its answers are often cut or malformed; read its

@@ -12,6 +12,8 @@ from cherrybench.selectors.base import Budget, Selection, Selector, report
 
 @register_selector()
 class RandomSample(Selector):
+    """Random: a seeded uniform sample of the budget, in input order (the baseline every selector must beat)."""
+
     name = "random"
 
     def __init__(self, seed: int = 0):

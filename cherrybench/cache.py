@@ -24,7 +24,15 @@ HASH_COLUMN = RECORD_HASH_COLUMN
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+    """A shard as the metric computed it: text columns (reasons, generated text) come back
+    as Python objects with None for "no value", not pandas 3's `str` dtype with NaN, so
+    a cached score table equals a freshly computed one."""
+    frame = pd.read_parquet(path)
+    for column in frame.columns:
+        if pd.api.types.is_string_dtype(frame[column].dtype) and frame[column].dtype != object:
+            values = frame[column].astype(object)
+            frame[column] = values.where(frame[column].notna(), None)
+    return frame
 
 
 class ShardStore:

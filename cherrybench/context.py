@@ -14,7 +14,7 @@ from cherrybench.models import ModelRef, resolve_model
 class Context:
     def __init__(self, model: str | None = None, device: str | None = None, batch_tokens: int | None = None,
                  trust_remote_code: bool = False, progress: bool = True, seed: int = 0, settings: dict | None = None,
-                 train=None):
+                 train=None, engine=None):
         self.model = model  # the default scoring model; a metric's own `model` param overrides it
         self.device = device
         self.batch_tokens = batch_tokens
@@ -23,6 +23,7 @@ class Context:
         self.seed = seed
         self.settings = dict(settings or {})  # other resource settings: embedder, judge, reward_model, ...
         self.train = train  # the run's TrainConfig: selectors that fine-tune (MoDS) train with it
+        self.engine = engine  # another executor for uncached chunks (cherrybench.ray_engine); None: this process
         self._resources: dict[tuple[str, str], object] = {}
         self._refs: dict[str, ModelRef] = {}
 

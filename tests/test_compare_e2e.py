@@ -120,12 +120,14 @@ def test_rerun_after_interruption_skips_completed_children(mlflow_server, tmp_pa
     monkeypatch.setenv("FLAKY_MARKER", str(marker))
     args = ["--selectors", "longest,flaky", "--experiment", "resume", "--tracking-uri", mlflow_server,
             "--no-baselines", "--pairwise-baseline", "longest", *ARGS, "--gen-size", "0"]
-    with pytest.raises(KeyboardInterrupt):
-        compare_main(args)
+    assert compare_main(args) == 130  # interrupted: the CLI says how to resume instead of a traceback
     client = MlflowClient(mlflow_server)
     first = runs_of(client, "resume")
     done = [r for r in first if r.data.tags.get("cherrybench.role") == "child" and r.info.status == "FINISHED"]
     assert [r.data.tags["cherrybench.selector"] for r in done] == ["longest"]
+    cut = [r for r in first if r.info.status == "KILLED"]  # the interrupted child and its parent, never RUNNING
+    assert sorted(r.data.tags.get("cherrybench.role") for r in cut) == ["child", "parent"]
+    assert not [r for r in first if r.info.status == "RUNNING"]
 
     marker.unlink()
     assert compare_main(args) == 0

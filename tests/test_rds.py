@@ -129,3 +129,17 @@ def test_rds_on_real_records(ctx, lm, tmp_path):
     expected, _ = naive_rds(pool_vectors, unit.mean(0, keepdims=True), ["c"], ids, 3)
     assert selection.ids == [ids[i] for i in expected]
     assert selection.report["target"] == "pool_centroid"
+
+
+def test_target_flag_reaches_rds_only(tmp_path):
+    from cherrybench.cli import build_parser
+    from cherrybench.runners.options import plugin_options
+    from cherrybench.selectors import SELECTORS
+
+    target = tmp_path / "evals.jsonl"
+    target.write_text('{"instruction": "Name a colour.", "output": "Red."}\n')
+    args = build_parser().parse_args(["select", "--data", "x.json", "--selector", "rds", "--budget", "3",
+                                      "--out", "s.json", "--target", str(target)])
+    options = plugin_options(args)
+    assert SELECTORS.get("rds").from_options(options).target == str(target)
+    assert not hasattr(SELECTORS.get("longest").from_options(options), "target")

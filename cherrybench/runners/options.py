@@ -64,6 +64,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
     group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")
+    group.add_argument("--target", help="target examples for rds (RDS+): a data file; records of the pool most like "
+                                        "them are kept (default: the pool centroid)")
     group.add_argument("--tagger", help="tagger LM for InsTag's intention tags (default: the scoring model, weak at "
                                         "this; the paper's is OFA-Sys/InsTagger)")
     group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
@@ -110,7 +112,7 @@ def plugin_options(args) -> dict:
     """Options handed to every metric and selector that accepts them."""
     options = {"model": args.model, "prompt": args.prompt, "max_length": args.max_length,
                "judge": args.judge, "reward_model": args.reward_model, "embedder": args.embedder,
-               "tagger": getattr(args, "tagger", None)}
+               "tagger": getattr(args, "tagger", None), "target": getattr(args, "target", None)}
     options = {k: v for k, v in options.items() if v is not None}
     options.update(parse_params(getattr(args, "param", None)))
     return options

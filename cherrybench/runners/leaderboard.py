@@ -625,6 +625,10 @@ EXTRA_MEANINGS = {
 }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
     """Every column's meaning, scale and direction, once."""
     n_tests = int(np.isfinite(board.comparisons["p"]).sum()) if len(board.comparisons) else 0
@@ -641,7 +645,7 @@ def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
             "- `verdict_vs_*`: `better` or `worse` only when the CI excludes 0 and the Holm-adjusted p < 0.05, "
             f"else `no difference`; p is a two-sided sign-flip permutation test over eval records "
             f"({board.n_resamples:,} permutations, exact up to 16 records), Holm-adjusted "
-            f"over all {n_tests} comparisons of this leaderboard (p_holm shown). `n/a`: no per-record losses, no test.",
+            f"over {_count(n_tests, 'comparison')} of this leaderboard (p_holm shown). `n/a`: no per-record losses, no test.",
         ]
     for column in board.answers:
         set_name, metric = column.rsplit(".", 1)
@@ -650,7 +654,7 @@ def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
         lines.append(f"- `{column}`: {ANSWER_METRICS[metric]}, higher is better; the mean over the answered "
                      f"prompts of {set_name} (the first `--gen-size`) and the seeds, [95% CI] by the same two-level "
                      f"bootstrap. `{column} vs_random`: the row minus random, paired on the same prompts, with its "
-                     f"95% CI and verdict; Holm-adjusted over the {n_tests} comparisons of this metric (against "
+                     f"95% CI and verdict; Holm-adjusted over {_count(n_tests, 'comparison')} of this metric (against "
                      "random and full, every budget: the CSV has both), separately from the headline's.")
     for metric in board.extras:
         meaning = next((v for k, v in EXTRA_MEANINGS.items() if metric.endswith(k)), "a logged metric")

@@ -62,9 +62,8 @@ def test_regress_end_to_end_and_resume(files, capsys, ctx):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tracking, "finished_trial", interrupt_third)
-        with pytest.raises(KeyboardInterrupt):
-            run(root, a, b, ev, 3, "output_length", capsys)
-    assert capsys.readouterr().err.count("s training)") == 2
+        interrupted = run(root, a, b, ev, 3, "output_length", capsys, expect=130)  # exit 130, how to resume
+    assert interrupted.err.count("s training)") == 2 and "run the same command again to resume" in interrupted.err
     second = run(root, a, b, ev, 3, "output_length", capsys)
     assert second.err.count("(cached)") == 2 and second.err.count("s training)") == 1
 

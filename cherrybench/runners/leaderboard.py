@@ -355,16 +355,8 @@ def _fill_answer_comparisons(rows: list[dict], columns: list[str], comparisons: 
     for row in rows:
         for column in columns:
             for ref in ANSWER_REFERENCES:
-                found = row.pop(f"{column}_vs_{ref}", None)
-                keys = [f"{column}_vs_{ref}_{k}" for k in ("delta", "ci_low", "ci_high", "p", "p_holm")]
-                if found is None:
-                    row.update(dict.fromkeys(keys, np.nan), **{f"{column}_verdict_vs_{ref}": None})
-                    continue
-                c = comparisons.iloc[found[0]]
-                sign = -1.0 if found[1] else 1.0
-                low, high = sorted((sign * c["ci_low"], sign * c["ci_high"]))
-                row.update(zip(keys, (sign * c["delta"], low, high, c["p"], c["p_holm"])))
-                row[f"{column}_verdict_vs_{ref}"] = stats.verdict(low, high, c["p_holm"], lower_is_better=False)
+                _fill_one(row, row.pop(f"{column}_vs_{ref}", None), comparisons, f"{column}_vs_{ref}",
+                          f"{column}_verdict_vs_{ref}", lower_is_better=False)
 
 
 def _best(rows: list[dict], headline: str | None) -> str | None:
@@ -397,21 +389,25 @@ def _section_rows(data: _SectionData, sets, extras, headline, n_resamples, seed,
 
 
 def _fill_comparisons(rows: list[dict], comparisons: pd.DataFrame) -> None:
-    """Each row's delta, CI, p, Holm-adjusted p and verdict per reference; a flipped pair negates delta and CI."""
+    """Each row's delta, CI, p, Holm-adjusted p and verdict per reference."""
     for row in rows:
         for name in REFERENCES:
-            ref = row.pop(f"vs_{name}")
-            keys = [f"vs_{name}_{k}" for k in ("delta", "ci_low", "ci_high", "p", "p_holm")]
-            if ref is None:
-                row.update(dict.fromkeys(keys, np.nan), **{f"verdict_vs_{name}": None})
-                continue
-            c = comparisons.iloc[ref[0]]
-            sign = -1.0 if ref[1] else 1.0
-            low, high = sorted((sign * c["ci_low"], sign * c["ci_high"])) if np.isfinite(c["ci_low"]) \
-                else (np.nan, np.nan)
-            row.update(zip(keys, (sign * c["delta"], low, high, c["p"], c["p_holm"])))
-            row[f"verdict_vs_{name}"] = (stats.verdict(low, high, c["p_holm"], lower_is_better=True)
-                                         if np.isfinite(c["p_holm"]) else None)
+            _fill_one(row, row.pop(f"vs_{name}"), comparisons, f"vs_{name}", f"verdict_vs_{name}", lower_is_better=True)
+
+
+def _fill_one(row: dict, ref, comparisons: pd.DataFrame, prefix: str, verdict_key: str, lower_is_better: bool) -> None:
+    """`<prefix>_delta|ci_low|ci_high|p|p_holm` and the verdict from comparison `ref` = (index, flipped),
+    or NaN and None when there is none; a flipped pair negates delta and CI."""
+    keys = [f"{prefix}_{k}" for k in ("delta", "ci_low", "ci_high", "p", "p_holm")]
+    if ref is None:
+        row.update(dict.fromkeys(keys, np.nan), **{verdict_key: None})
+        return
+    c = comparisons.iloc[ref[0]]
+    sign = -1.0 if ref[1] else 1.0
+    low, high = sorted((sign * c["ci_low"], sign * c["ci_high"])) if np.isfinite(c["ci_low"]) else (np.nan, np.nan)
+    row.update(zip(keys, (sign * c["delta"], low, high, c["p"], c["p_holm"])))
+    row[verdict_key] = (stats.verdict(low, high, c["p_holm"], lower_is_better=lower_is_better)
+                        if np.isfinite(c["p_holm"]) else None)
 
 
 def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -> list[str]:

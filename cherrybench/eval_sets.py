@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cherrybench.records import DataError, Record, Turn, check_unique_ids, load_dataset
+from cherrybench.records import (COMPRESSIONS, DataError, Record, Turn, check_unique_ids, data_suffix, load_dataset,
+                                 open_data)
 
 
 @dataclass
@@ -55,12 +56,20 @@ def load_eval_set(spec: str) -> EvalSet:
     """`path` or `name:path`; the name defaults to the file's stem."""
     name, _, path_text = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else ("", "", spec)
     path = Path(path_text)
-    name = name or path.stem.replace("_test_set", "")
+    suffix = data_suffix(path)  # `.jsonl` for `vicuna_test_set.jsonl.gz` too
+    stored = path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
+    name = name or stored.stem.replace("_test_set", "")
     if not path.is_file():
         raise DataError(f"{path}: no such eval file")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if suffix != ".jsonl":
+        return EvalSet(name, load_dataset(path).records)
+    with open_data(path) as stream:
+        try:
+            lines = stream.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     first = next((l for l in lines if l.strip()), "")
-    if path.suffix == ".jsonl" and first:
+    if first:
         try:
             probe = _standard(json.loads(first), f"{path}:1", 0)
         except json.JSONDecodeError:

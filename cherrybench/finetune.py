@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     neftune_alpha: float | None = None  # NEFTune: uniform noise on the input embeddings (Trainer's neftune_noise_alpha)
+    lora_targets: str | None = None  # comma-separated module names LoRA adapts (LESS: q_proj,...); None: all linear
 
     def params(self) -> dict:
         return {f"train.{k}": v for k, v in asdict(self).items()}
@@ -56,6 +57,8 @@ class TrainConfig:
             del settings["neftune_alpha"]
         else:
             settings["neftune_alpha"] = float(settings["neftune_alpha"])  # 5 and 5.0 train the same model
+        if settings["lora_targets"] is None:
+            del settings["lora_targets"]
         return hash_json({"model": model_fingerprint, "settings": settings})
 
 
@@ -116,17 +119,21 @@ def finetune_key(records: list[Record], config: TrainConfig, base_fingerprint: s
 
 
 def finetuned_model(records: list[Record], config: TrainConfig, progress: bool = True, ctx=None,
-                    base_fingerprint: str | None = None, reselect=None) -> Path:
+                    base_fingerprint: str | None = None, reselect=None, watcher=None) -> Path:
     """The model fine-tuned on `records` with `config`, from the content-keyed store
     (`cache_dir()/finetuned/`): trained only if no identical training finished before,
     here or in a concurrent process. With `reselect` (see `Reselect`), `records` are the
     first epoch's and each later epoch trains on what `reselect` picks with the weights
-    of that moment; what decides its picks (`reselect.key`) is part of the key."""
+    of that moment; what decides its picks (`reselect.key`) is part of the key. A
+    `watcher` (see `Watcher`) adds its files to the directory and its key to the key."""
     payload = finetune_key(records, config, base_fingerprint, ctx)
-    if reselect is None:
+    if reselect is None and watcher is None:
         return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress))
-    payload["reselect"] = reselect.key
-    return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress, reselect))
+    if reselect is not None:
+        payload["reselect"] = reselect.key
+    if watcher is not None:
+        payload["watcher"] = watcher.key
+    return FINETUNED.directory(payload, lambda staging: _train(records, config, staging, progress, reselect, watcher))
 
 
 def remove_finetuned_model(records: list[Record], config: TrainConfig, ctx=None,
@@ -168,6 +175,19 @@ class Reselect:
         raise NotImplementedError
 
 
+class Watcher:
+    """An opt-in observer of a training run that leaves the training alone: `callback(staging,
+    config)` returns a Trainer callback, which may write into the model directory `staging`
+    (LESS keeps each epoch's LoRA weights and Adam moments: `gradients.EpochStates`). `key`
+    (JSON) enters the model's store key, so a model trained without it is not taken for one
+    trained with it."""
+
+    key: dict = {}
+
+    def callback(self, staging: Path, config: TrainConfig):
+        raise NotImplementedError
+
+
 def _epoch_callback(reselect: Reselect, examples: list, make_example, tokenizer, log_epochs: list):
     """A Trainer callback that swaps the training examples in place before each epoch
     after the first (the data loader reads the list anew every epoch)."""
@@ -192,8 +212,20 @@ def _epoch_callback(reselect: Reselect, examples: list, make_example, tokenizer,
     return EpochReselect()
 
 
+def lora_model(model, config: TrainConfig):
+    """`model` with the LoRA adapters `config` sets (peft): one definition for training and
+    for rebuilding a saved epoch state (LESS's gradients)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_targets
+    modules = [t.strip() for t in targets.split(",")] if targets and targets != "all-linear" else "all-linear"
+    return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                            lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
+                                            target_modules=modules))
+
+
 def _train(records: list[Record], config: TrainConfig, staging: Path, progress: bool,
-           reselect: Reselect | None = None) -> None:
+           reselect: Reselect | None = None, watcher: Watcher | None = None) -> None:
     """Train and save into `staging` (an empty directory the caller moves into place)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
@@ -206,11 +238,7 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
     tokenizer = AutoTokenizer.from_pretrained(ref.directory)
     model = AutoModelForCausalLM.from_pretrained(ref.directory, dtype=torch.float32)
     if config.lora:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                                                 lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
-                                                 target_modules="all-linear"))
+        model = lora_model(model, config)
     def make_example(record: Record) -> dict:
         return build_example(record, tokenizer, config.prompt, config.max_length)
 
@@ -229,6 +257,8 @@ def _train(records: list[Record], config: TrainConfig, staging: Path, progress: 
     )
     epochs: list[dict] = []
     callbacks = [] if reselect is None else [_epoch_callback(reselect, examples, make_example, tokenizer, epochs)]
+    if watcher is not None:
+        callbacks.append(watcher.callback(staging, config))
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(pad),
                       callbacks=callbacks)
     # one bar, no per-step log dicts on the console (unless transformers' verbosity allows them: -v);

@@ -6,6 +6,9 @@ would be here. Chunks are fixed by scoring.py (records sorted by size), so long
 records share chunks and make no stragglers. Each chunk's rows come back to the
 driver as its block finishes, and the driver writes them to the score cache,
 so workers need no shared disk and a rerun resumes like a local one.
+Embeddings go the same way (`encode`): the chunks of texts the embedding
+cache lacks, fixed by embedders.py, each encoded by an actor that loads the
+embedder once, the vectors written to that cache by the driver.
 
 Fault tolerance is Ray Data's: a dead actor is restarted and its chunk retried;
 a chunk that arrives twice is kept once, and one that never arrives is an error.
@@ -35,41 +38,49 @@ def context_settings(ctx) -> dict:
             "trust_remote_code": ctx.trust_remote_code, "seed": ctx.seed, "settings": dict(ctx.settings)}
 
 
-def dump_metric(metric) -> bytes:
-    """The metric pickled for the workers; a --plugin file's classes travel by value
+def dump_plugin(plugin) -> bytes:
+    """A metric or embedder pickled for the workers; a --plugin file's classes travel by value
     (the workers cannot import a module that exists only in the driver)."""
     from ray import cloudpickle
 
-    for klass in type(metric).__mro__:
+    for klass in type(plugin).__mro__:
         module = sys.modules.get(klass.__module__)
         if module is not None and klass.__module__.startswith("cherrybench_plugin_"):
             cloudpickle.register_pickle_by_value(module)
-    return cloudpickle.dumps(metric)
+    return cloudpickle.dumps(plugin)
 
 
-class ChunkScorer:
+class ChunkActor:
     """A Ray Data actor: builds its own context once (models load on first use and
-    stay), checks that it sees the driver's models, then scores one chunk a call.
-    An error is returned as data, so the driver raises the metric's own exception
+    stay), checks that it sees the driver's models, then computes one chunk a call.
+    An error is returned as data, so the driver raises the plugin's own exception
     (Ray Data would wrap it in one that has lost it)."""
 
-    def __init__(self, metric: bytes, settings: dict, fingerprints: dict):
+    kind = "plugin"
+
+    def __init__(self, plugin: bytes, settings: dict, fingerprints):
         from ray import cloudpickle
 
         from cherrybench.context import Context
 
         self.error = None
         try:
-            self.metric = cloudpickle.loads(metric)
+            self.plugin = cloudpickle.loads(plugin)
             self.ctx = Context(progress=False, **settings)
-            here = self.metric.fingerprints(self.ctx)
+            here = self.fingerprints()
             if here != fingerprints:
                 import socket
 
-                raise ValueError(f"metric {self.metric.name!r}: the Ray worker on {socket.gethostname()} sees models "
-                                 f"{here}, the driver {fingerprints}: every worker needs the same models")
+                raise ValueError(f"{self.kind} {self.plugin.name!r}: the Ray worker on {socket.gethostname()} sees "
+                                 f"models {here}, the driver {fingerprints}: every worker needs the same models")
         except Exception as exc:
             self.error = exc
+
+    def fingerprints(self):
+        raise NotImplementedError
+
+    def compute(self, task):
+        raise NotImplementedError
 
     def __call__(self, batch: dict) -> dict:
         frames, errors = [], []
@@ -77,13 +88,39 @@ class ChunkScorer:
             frame, error = b"", self.error  # bytes, never None: Arrow keeps the column's type
             if error is None:
                 try:
-                    records, inputs = pickle.loads(task)
-                    frame = pickle.dumps(compute_rows(self.metric, records, self.ctx, inputs))
+                    frame = pickle.dumps(self.compute(pickle.loads(task)))
                 except Exception as exc:
                     error = exc
             frames.append(frame)
             errors.append(b"" if error is None else dump_error(error))
         return {"chunk": batch["chunk"], "frame": frames, "error": errors}
+
+
+class ChunkScorer(ChunkActor):
+    """Scores a chunk of (records, inputs) with the metric, as the local engine does."""
+
+    kind = "metric"
+
+    def fingerprints(self):
+        return self.plugin.fingerprints(self.ctx)
+
+    def compute(self, task):
+        records, inputs = task
+        return compute_rows(self.plugin, records, self.ctx, inputs)
+
+
+class ChunkEmbedder(ChunkActor):
+    """Embeds a chunk of texts with the embedder ([n, dim] float32), as `embedders.embed_texts` does."""
+
+    kind = "embedder"
+
+    def fingerprints(self):
+        return self.plugin.fingerprint(self.ctx)
+
+    def compute(self, texts):
+        import numpy as np
+
+        return np.asarray(self.plugin.encode(texts, self.ctx), dtype=np.float32)
 
 
 def dump_error(exc: Exception) -> bytes:
@@ -146,6 +183,16 @@ class RayEngine:
 
     def run(self, metric, tasks: list, ctx):
         """(chunk number, rows) for every (records, inputs) chunk, as blocks finish."""
+        return self._map(ChunkScorer, metric, metric.fingerprints(ctx), tasks, ctx)
+
+    def encode(self, embedder, chunks: list[list[str]], ctx):
+        """(chunk number, vectors [n, dim] float32) for every chunk of texts, as blocks finish
+        (`embedders.embed_texts` hands it the texts its cache lacks)."""
+        return self._map(ChunkEmbedder, embedder, embedder.fingerprint(ctx), chunks, ctx)
+
+    def _map(self, actor: type[ChunkActor], plugin, fingerprints, tasks: list, ctx):
+        """Each task on a pool of `actor`s, one Ray block a task: (task number, result) as blocks
+        finish, each once; a task whose result never arrives is an error."""
         import ray.data
 
         self.connect()
@@ -160,14 +207,15 @@ class RayEngine:
             settings["device"] = "cpu"  # a CPU worker: never a GPU Ray did not give it
         items = [{"chunk": n, "task": pickle.dumps(task)} for n, task in enumerate(tasks)]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        scored = dataset.map_batches(
-            ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+        done = dataset.map_batches(
+            actor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
             num_cpus=1, num_gpus=gpus or None,
-            fn_constructor_kwargs={"metric": dump_metric(metric), "settings": settings,
-                                   "fingerprints": metric.fingerprints(ctx)})
-        log.info("%s: %d chunks on %d Ray workers (%g GPUs each)", metric.name, len(items), workers, gpus)
+            fn_constructor_kwargs={"plugin": dump_plugin(plugin), "settings": settings,
+                                   "fingerprints": fingerprints})
+        log.info("%s %s: %d chunks on %d Ray workers (%g GPUs each)", actor.kind, plugin.name, len(items), workers,
+                 gpus)
         seen: set[int] = set()
-        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in done.iter_batches(batch_size=None, batch_format="numpy"):
             for n, frame, error in zip(batch["chunk"].tolist(), batch["frame"], batch["error"]):
                 if len(error):
                     raise pickle.loads(error)
@@ -176,4 +224,4 @@ class RayEngine:
                 seen.add(n)
                 yield n, pickle.loads(frame)
         if len(seen) < len(items):
-            raise RuntimeError(f"metric {metric.name!r}: Ray returned {len(seen)} of {len(items)} chunks")
+            raise RuntimeError(f"{actor.kind} {plugin.name!r}: Ray returned {len(seen)} of {len(items)} chunks")

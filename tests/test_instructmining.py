@@ -6,6 +6,7 @@ KNN-6 by brute force, judge digits from the model's own logits."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_learned_rule_as_metric_and_selector(records, ctx, tmp_path):
 
 
 def test_rule_with_unregistered_metric_names_it(records, ctx, tmp_path):
-    data = json.loads(open(learned_rule(tmp_path)).read())
+    data = json.loads(Path(learned_rule(tmp_path)).read_text())
     data["indicators"]["mtld"]["metric"] = "unieval"
     (tmp_path / "other.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="mtld \\(metric 'unieval' is not registered\\)"):

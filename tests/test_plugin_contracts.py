@@ -63,6 +63,8 @@ EXAMPLES = {
     ("metric", "instruction_node"): lambda tmp_path: {"max_new_tokens": 24},
     ("selector", "instructmining"): lambda tmp_path: {"rule": learned_rule(tmp_path)},
     ("selector", "threshold"): lambda tmp_path: {"minimum": 1.0},  # needs a minimum or a maximum
+    # one short warm-up epoch and a small projection: the contract, not LESS's cost (tests/test_less.py runs it)
+    ("selector", "less"): lambda tmp_path: {"epochs": 1, "warmup_fraction": 0.5, "dim": 64, "max_length": 64},
 }
 # selectors too costly to run here, with the test that runs them for real
 TOO_COSTLY = {"mods": "fine-tunes SmolLM2 on the seed set and generates answers; tests/test_mods.py runs it"}

@@ -23,6 +23,7 @@ LAYERS = [
     ("cherrybench.scoring", 1), ("cherrybench.finetune", 1), ("cherrybench.evaluate", 1), ("cherrybench.pairwise", 1),
     ("cherrybench.lm", 1), ("cherrybench.cache", 1), ("cherrybench.ray_engine", 1),
     ("cherrybench.context", 1), ("cherrybench.embedders", 1), ("cherrybench.diversity", 1), ("cherrybench.audit", 1),
+    ("cherrybench.gradients", 1),
     ("cherrybench", 0),
 ]
 NAMES = {0: "records/models", 1: "engine", 2: "metrics/selectors", 3: "runners", 4: "cli"}

@@ -109,6 +109,7 @@ def _plugin_sources(cls: type) -> list:
     if cls not in _SOURCE_DIGESTS:
         import hashlib
         import inspect
+        from pathlib import Path
 
         digests = []
         for klass in cls.__mro__:
@@ -117,7 +118,7 @@ def _plugin_sources(cls: type) -> list:
                 continue
             try:
                 path = inspect.getsourcefile(klass)
-                digest = hashlib.sha256(open(path, "rb").read()).hexdigest() if path else None
+                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
             except (TypeError, OSError):
                 digest = None
             digests.append([klass.__qualname__, digest])  # not the module name: a plugin's depends on its path

@@ -122,7 +122,7 @@ def parse_budgets(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cherrybench.runners.options import add_model_arguments
+    from cherrybench.runners.options import add_model_arguments, add_trial_engine_arguments
 
     parser.add_argument("--selectors", default="ifd,longest,random", help="comma-separated selectors to compare")
     parser.add_argument("--budget", default="0.1", help="a count or a fraction of the pool, or a comma list of them "
@@ -158,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="train the `full` baseline for the first N seeds only (it costs the whole pool per seed; "
                             "default: every seed); the leaderboard shows its seed count")
     add_model_arguments(parser)
+    add_trial_engine_arguments(parser)
     group = add_training_arguments(parser, "selector")
     group.add_argument("--brief-experience", action="store_true",
                        help="Cherry stage 1: score IFD with a model briefly trained on 100 clusters x 10 records")
@@ -279,13 +280,15 @@ def audit_step(comparison: Comparison, args, ctx) -> tuple[Comparison, PoolAudit
 
 
 def log_audit(audited: PoolAudit | None, args) -> None:
-    """On the parent run: the audit's settings as params, its counts as metrics, and
-    report.json, report.md and flags.parquet as `audit/` artifacts."""
+    """On the parent run: the audit's settings as params, its counts as metrics,
+    report.json, report.md and flags.parquet as `audit/` artifacts, and its sentence as a
+    tag, which every leaderboard of the experiment (this run's, or a later standalone one) notes."""
     from cherrybench.audit import summary
     from cherrybench.runners.audit import REPORT_FILES, write_audit
 
     if audited is None:
         return
+    tracking.set_tag(tracking.AUDIT_NOTE_TAG, audited.sentence(args))
     info = summary(audited.result, audited.dropped)
     tracking.log_params({"audit.contamination": args.contamination, "audit.contamination_levels":
                          args.contamination_levels, "audit.dedup": args.dedup, "audit.settings_key":
@@ -388,12 +391,12 @@ def epoch_reselect(trial: Trial, selection, table, comparison: Comparison, ctx, 
     return iterit_reselect(selector, selection, table, Budget.parse(trial.budget), comparison.pool.records, ctx)
 
 
-def log_epochs(model_dir: Path, reselect, selection, table) -> None:
-    """Every epoch's window, IFDs and picks of an iterative trial: `iterit_epochs.json`
-    and the table `tables/iterit_epochs.json`; the rescoring's seconds as a metric."""
+def log_epochs(summary: dict, reselect, selection, table) -> None:
+    """Every epoch's window, IFDs and picks of an iterative trial (from its `training_summary`):
+    `iterit_epochs.json` and the table `tables/iterit_epochs.json`; the rescoring's seconds as a metric."""
     from cherrybench.selectors.iterit_iterative import epoch_table
 
-    log = training_summary(model_dir).get("epochs", [])
+    log = summary.get("epochs", [])
     window = [r.id for r in reselect.window]
     first = dict(zip(table["id"], table["ifd"].astype(float)))
     frame = epoch_table(log, window, first, list(selection.ids))
@@ -692,11 +695,116 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
     tracking.log_files(write)
 
 
+@dataclass
+class Choice:
+    """A trial's selection, made in this process (its scores come from the score cache or the
+    scoring engine), with what its training needs from it and how long it took."""
+
+    selection: object  # cherrybench.selectors.Selection
+    table: object  # the score table, or None
+    params: dict
+    scoring_s: float
+    reselect: object = None  # IterIT's iterative window (epoch_reselect), or None
+
+
+@dataclass
+class TrialResult:
+    """A trial's fine-tune and evaluation (`train_and_evaluate`), all that is logged of them:
+    computed here, or in a Ray task and sent back whole (the driver needs no model)."""
+
+    model_dir: str  # where the fine-tuned model is, on the machine that trained it
+    summary: dict  # its training_summary: loss history, IterIT's epochs
+    metrics: dict
+    reasons: dict  # metric -> why it is NaN
+    per_record: dict  # eval set -> per-record losses
+    answers: dict  # eval set -> generated answers and their scores
+    training_s: float
+    eval_s: float
+    model_archive: bytes | None = None  # --log-model on Ray: the model directory as a tar
+
+
+def trial_tags(trial: Trial) -> dict:
+    return {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
+            tracking.BUDGET_TAG: trial.budget or "full"}
+
+
+def choose_step(trial: Trial, comparison: Comparison, ctx, options: dict) -> Choice:
+    """The trial's selection (with what the pool audit removed before it) and IterIT's window."""
+    started = time.perf_counter()
+    selection, table, params = select_step(trial, comparison, ctx, options)
+    if comparison.audit is not None:  # what the pool audit removed before this selection, counted and listed
+        dropped = comparison.audit["dropped"]
+        selection.report["pool_audit"] = {"pool_records_before": comparison.audit["pool_records"],
+                                          "n_dropped": {k: len(v) for k, v in dropped.items()}, "dropped": dropped}
+    scoring_s = time.perf_counter() - started
+    reselect = epoch_reselect(trial, selection, table, comparison, ctx, options)
+    return Choice(selection, table, params, scoring_s, reselect)
+
+
+def log_choice(trial: Trial, choice: Choice, comparison: Comparison, args) -> None:
+    from cherrybench.models import resolve_model
+
+    log_selection(trial, choice.selection, choice.table, choice.params, comparison,
+                  resolve_model(comparison.train.model).fingerprint, getattr(args, "command_line", None))
+
+
+def train_and_evaluate(ctx, trial: Trial, records: list[Record], comparison: Comparison, args, options: dict,
+                       baseline_answers: dict, reselect=None, pack_model: bool = False) -> TrialResult:
+    """A trial's expensive part, the same in this process and in a Ray task: fine-tune on
+    `records`, evaluate, generate and judge answers (against `baseline_answers` pairwise)."""
+    started = time.perf_counter()
+    model_dir = train_step(records, comparison, trial.seed, ctx, reselect)
+    training_s = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics, reasons, per_record, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options,
+                                                          baseline_answers)
+    eval_s = time.perf_counter() - started
+    ctx.unload_lm(str(model_dir))
+    archive = None
+    if pack_model:
+        from cherrybench.runners.ray_trials import pack_directory
+
+        archive = pack_directory(model_dir)
+    return TrialResult(str(model_dir), training_summary(model_dir), metrics, reasons, per_record, answers,
+                       training_s, eval_s, archive)
+
+
+def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Comparison, args) -> None:
+    """Everything a trial's fine-tune and evaluation gave, on its (active) run."""
+    if choice.reselect is not None:
+        log_epochs(result.summary, choice.reselect, choice.selection, choice.table)
+    tracking.set_tag(tracking.MODEL_DIR_TAG, result.model_dir)
+    # the loss at each optimizer step, from the stored summary: a cached model was not trained again
+    tracking.log_step_metrics("train_loss", result.summary["loss_history"])
+    if args.log_model and result.model_archive is not None:  # trained on a Ray worker: sent back as a tar
+        from cherrybench.runners.ray_trials import unpacked
+
+        with unpacked(result.model_archive) as model_dir:
+            tracking.log_model_dir(model_dir)
+    elif args.log_model:
+        tracking.log_model_dir(Path(result.model_dir))
+    metrics = {"n_selected": len(choice.selection.ids), **result.metrics,  # train_loss: per step, logged above
+               "scoring_seconds": choice.scoring_s, "training_seconds": result.training_s,
+               "eval_seconds": result.eval_s}
+    for metric, why in result.reasons.items():
+        tracking.log_nan_reason(metric, why)
+    tracking.log_metrics(metrics)
+    answers = result.answers
+    tracking.log_json({name: table["answer"].tolist() for name, table in answers.items()}, "answers.json")
+    per_record = {name: with_answer_scores(table, answers.get(name)) for name, table in result.per_record.items()}
+    tracking.log_tables({**{f"{name}.per_record.parquet": table for name, table in per_record.items()},
+                         **{f"{name}{tracking.ANSWERS_SUFFIX}": table for name, table in answers.items()}}, "eval")
+    evals = {e.name: e for e in comparison.evals}
+    for name, table in per_record.items():  # the same, as tables the UI renders
+        tracking.log_table(losses_view(table, evals[name]), f"tables/{name}.per_record.json")
+    for name, table in answers.items():
+        tracking.log_table(answers_view(table), f"tables/{name}.answers.json")
+    print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
+
+
 def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Comparison, ctx, args, options: dict,
               baseline_answers: dict) -> list[str]:
     """One trial end to end, or its ids from the finished run when it ran before. Returns the selected ids."""
-    from cherrybench.models import resolve_model
-
     done = tracking.finished_trial(client, exp_id, trial.key)
     if done is not None:
         print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
@@ -705,52 +813,96 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
             baseline_answers.update(answers_step(model_dir, comparison, args, ctx))
         return tracking.read_json_artifact(done, "selected_ids.json")
 
-    tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
-            tracking.BUDGET_TAG: trial.budget or "full"}
-    with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, tags):
-        started = time.perf_counter()
-        selection, table, params = select_step(trial, comparison, ctx, options)
-        if comparison.audit is not None:  # what the pool audit removed before this selection, counted and listed
-            dropped = comparison.audit["dropped"]
-            selection.report["pool_audit"] = {"pool_records_before": comparison.audit["pool_records"],
-                                              "n_dropped": {k: len(v) for k, v in dropped.items()}, "dropped": dropped}
-        scoring_s = time.perf_counter() - started
-        log_selection(trial, selection, table, params, comparison, resolve_model(comparison.train.model).fingerprint,
-                      getattr(args, "command_line", None))
+    with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+        choice = choose_step(trial, comparison, ctx, options)
+        log_choice(trial, choice, comparison, args)
+        records = trial_records(trial, choice.selection.ids, comparison)
+        result = train_and_evaluate(ctx, trial, records, comparison, args, options, baseline_answers, choice.reselect)
+        log_result(trial, result, choice, comparison, args)
+    return choice.selection.ids
 
-        started = time.perf_counter()
-        reselect = epoch_reselect(trial, selection, table, comparison, ctx, options)
-        model_dir = train_step(trial_records(trial, selection.ids, comparison), comparison, trial.seed, ctx, reselect)
-        training_s = time.perf_counter() - started
-        if reselect is not None:
-            log_epochs(model_dir, reselect, selection, table)
-        tracking.set_tag(tracking.MODEL_DIR_TAG, str(model_dir))
-        # the loss at each optimizer step, from the stored summary: a cached model was not trained again
-        tracking.log_step_metrics("train_loss", training_summary(model_dir)["loss_history"])
-        if args.log_model:
-            tracking.log_model_dir(model_dir)
 
-        started = time.perf_counter()
-        metrics, reasons, per_record, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options,
-                                                              baseline_answers)
-        eval_s = time.perf_counter() - started
-        metrics = {"n_selected": len(selection.ids), **metrics,  # train_loss: per step, logged above
-                   "scoring_seconds": scoring_s, "training_seconds": training_s, "eval_seconds": eval_s}
-        for metric, why in reasons.items():
-            tracking.log_nan_reason(metric, why)
-        tracking.log_metrics(metrics)
-        tracking.log_json({name: table["answer"].tolist() for name, table in answers.items()}, "answers.json")
-        per_record = {name: with_answer_scores(table, answers.get(name)) for name, table in per_record.items()}
-        tracking.log_tables({**{f"{name}.per_record.parquet": table for name, table in per_record.items()},
-                             **{f"{name}{tracking.ANSWERS_SUFFIX}": table for name, table in answers.items()}}, "eval")
-        evals = {e.name: e for e in comparison.evals}
-        for name, table in per_record.items():  # the same, as tables the UI renders
-            tracking.log_table(losses_view(table, evals[name]), f"tables/{name}.per_record.json")
-        for name, table in answers.items():
-            tracking.log_table(answers_view(table), f"tables/{name}.answers.json")
-        ctx.unload_lm(str(model_dir))
-        print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)
-    return selection.ids
+ERROR_TAG = "cherrybench.error"  # a trial that failed on Ray: its last error, one line (error.txt: in full)
+ATTEMPTS_TAG = "cherrybench.attempts"  # how many times Ray ran the trial
+
+
+class TrialFailed(Exception):
+    """Raised inside a trial's run so that MLflow ends it FAILED."""
+
+
+def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison: Comparison, ctx, args,
+                      options: dict) -> tuple[dict[str, list[str]], list[str]]:
+    """`--engine ray`: each trial's `train_and_evaluate` is one Ray task (cherrybench.runners.ray_trials);
+    its selection and all its MLflow logging stay in this process, so no worker touches the
+    tracking store. A trial judged pairwise against the baseline starts once that baseline
+    finished (its answers go with the task); the others start at once and run side by side.
+    A finished trial is skipped as without Ray (the baseline's answers come from its answers.json:
+    no model needed here); one that failed every attempt is logged as a FAILED run with its
+    error. Returns the selections and the names of the failed trials."""
+    from cherrybench.models import resolve_model
+    from cherrybench.ray_engine import context_settings
+    from cherrybench.runners.options import DEFAULT_MAX_RETRIES
+    from cherrybench.runners.ray_trials import Job, gpus_per_trial, run_jobs
+
+    if args.max_retries is None:
+        args.max_retries = DEFAULT_MAX_RETRIES
+    gpus = gpus_per_trial(ctx.engine)
+    device = args.device or (None if gpus else "cpu")  # a CPU task never takes a GPU Ray did not give it
+    settings = dict(context_settings(ctx), device=device)
+    # what a task needs of the comparison: the eval sets and the training settings, not the pool
+    slim = replace(comparison, pool=Dataset([], None, comparison.pool.format, comparison.pool.container),
+                   subsets=[], train=replace(comparison.train, device=device))
+    task_args = argparse.Namespace(gen_size=args.gen_size, max_new_tokens=args.max_new_tokens,
+                                   pairwise_baseline=args.pairwise_baseline)
+    base = {comparison.train.model: resolve_model(comparison.train.model).fingerprint}
+    selections: dict[str, list[str]] = {}
+
+    def arguments(trial, records, answers, choice):
+        return lambda: (trial, records, slim, task_args, options, dict(answers), choice.reselect, args.log_model)
+
+    def jobs():
+        leaders: dict[int, tuple] = {}  # id of a shared answers dict -> (the baseline trial that fills it, the dict)
+        for trial, answers in schedule:
+            trial.key = trial_key(trial, comparison, args, options)
+            done = tracking.finished_trial(client, exp_id, trial.key)
+            if done is not None:
+                print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
+                if trial.selector == args.pairwise_baseline:
+                    answers.update(tracking.read_json_artifact(done, "answers.json"))
+                selections[trial.name] = tracking.read_json_artifact(done, "selected_ids.json")
+                continue
+            choice = choose_step(trial, comparison, ctx, options)
+            selections[trial.name] = choice.selection.ids
+            records = trial_records(trial, choice.selection.ids, comparison)
+            after = None
+            if trial.selector == args.pairwise_baseline:
+                leaders[id(answers)] = (trial.name, answers)  # the dict kept alive: its id stays its own
+            elif args.gen_size > 0 and id(answers) in leaders:
+                after = leaders[id(answers)][0]
+            yield Job(trial.name, train_and_evaluate, arguments(trial, records, answers, choice), after,
+                      (trial, answers, choice))
+
+    failed = []
+    for done in run_jobs(jobs(), settings, base, gpus, args.max_retries, args.workers):
+        trial, answers, choice = done.job.info
+        try:
+            with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+                log_choice(trial, choice, comparison, args)
+                tracking.set_tag(ATTEMPTS_TAG, str(done.attempts))
+                if done.failure is not None:
+                    tracking.set_tag(ERROR_TAG, done.failure.error[:500])
+                    tracking.log_files(lambda tmp: (tmp / "error.txt").write_text(done.failure.detail))
+                    raise TrialFailed(done.failure.error)
+                if trial.selector == args.pairwise_baseline:  # the trials judged against it start now
+                    answers.update({name: table["answer"].tolist() for name, table in done.result.answers.items()})
+                log_result(trial, done.result, choice, comparison, args)
+        except TrialFailed as exc:
+            failed.append(trial.name)
+            print(f"[{trial.name}] FAILED after {done.attempts} attempts: {exc}", file=sys.stderr)
+            if trial.selector == args.pairwise_baseline and args.gen_size > 0:
+                log.warning("pairwise baseline %s failed: the trials of its seed and budget get no winning scores",
+                            trial.name)
+    return selections, failed
 
 
 def check_compare(args) -> None:
@@ -773,6 +925,9 @@ def check_compare(args) -> None:
     if not args.experiment or not args.experiment.strip():
         raise ValueError("--experiment: give the MLflow experiment a name")
     check_tracking_flag(args)
+    from cherrybench.runners.options import make_engine
+
+    make_engine(args)  # the engine flags (a Ray flag without --engine ray, Ray Data missing): starts nothing
 
     names = split_names(args.selectors)
     if not names and args.no_baselines and not getattr(args, "subset", None):
@@ -928,14 +1083,20 @@ def run(args) -> int:
         tracking.log_dataset(records_frame(comparison.pool.records), "pool", comparison.pool.fingerprint, "training")
         log_eval_inputs(comparison)
         log_audit(audited, args)
-        for trial, answers in trials(names, seeds, comparison, getattr(args, "full_seeds", None)):
+        schedule = trials(names, seeds, comparison, getattr(args, "full_seeds", None))
+        failed: list[str] = []
+        if getattr(args, "engine", "local") == "ray":  # each trial's fine-tune and evaluation is a Ray task
+            selections, failed = run_trials_on_ray(client, exp_id, parent.info.run_id, schedule, comparison, ctx,
+                                                   args, options)
+            schedule = ()
+        for trial, answers in schedule:
             trial.key = trial_key(trial, comparison, args, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
             selections[trial.name] = ids
+        if failed:
+            tracking.set_tag("cherrybench.failed_trials", ",".join(failed))
         warn_about_ties(client, args.experiment, args.pairwise_baseline)
-        board = build_leaderboard(client, args.experiment)
-        for notes in board.notes.values() if audited is not None else ():
-            notes.append(audited.sentence(args))
+        board = build_leaderboard(client, args.experiment)  # notes the audit sentence log_audit tagged
         md, csv, png = write_leaderboard(board, args.experiment, Path(args.leaderboard_dir), command)
         tracking.log_files(lambda tmp: plots.jaccard_heatmap(selections, tmp / "selection_overlap.png"))
         tracking.log_files(lambda tmp: comparison_agreement(comparison.pool, names, options, ctx, selections, tmp,
@@ -949,6 +1110,12 @@ def run(args) -> int:
         print(f"Verdict: {sentence}")
     print(f"Leaderboard: {md}  (and {csv.name}, {png.name})")
     print(f"MLflow (experiment {args.experiment!r}): {tracking.experiment_link(uri, exp_id)}")
+    if failed:
+        print(f"cherrybench: error: {len(failed)} trial(s) failed on every attempt (--max-retries "
+              f"{args.max_retries}): {', '.join(failed)}; their runs are FAILED with the error (tag {ERROR_TAG}, "
+              "artifact error.txt); the other trials finished. Run the same command again to retry only these.",
+              file=sys.stderr)
+        return 1
     return 0
 
 

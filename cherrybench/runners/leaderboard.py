@@ -459,8 +459,10 @@ def _metric_names(trials: list[Trial]) -> tuple[list[str], list[str], list[str]]
 
 
 def build_leaderboard(client, experiment: str, n_resamples: int = 10_000, seed: int = 0) -> Leaderboard:
-    """Every budget's rows, paired comparisons Holm-adjusted across the whole leaderboard, and a sentence per budget."""
+    """Every budget's rows, paired comparisons Holm-adjusted across the whole leaderboard, and a sentence per budget.
+    The latest compare run's pool-audit sentence joins every budget's notes (compare logs it on that run)."""
     trials = load_trials(client, experiment)
+    audit_note = tracking.audit_note(client, experiment)
     sets, with_refs, extras = _metric_names(trials)
     answers = answer_columns(trials)
     extras = [m for m in extras if m not in answers]  # shown with their CIs instead of mean ± std
@@ -489,7 +491,7 @@ def build_leaderboard(client, experiment: str, n_resamples: int = 10_000, seed: 
         _fill_comparisons(section_rows, comps)
         _fill_answer_comparisons(section_rows, answers, acomps)
         section_rows.sort(key=lambda r: _sort_key(r, headline))
-        notes[data.section.budget] = _section_notes(data, section_rows, headline)
+        notes[data.section.budget] = _section_notes(data, section_rows, headline) + ([audit_note] if audit_note else [])
         sentences[data.section.budget] = stats.verdict_sentence(
             data.section.label, [(r["selector"], r["verdict_vs_random"], r["verdict_vs_full"])
                                  for r in section_rows if r["selector"] != "full"])

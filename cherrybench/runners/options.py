@@ -64,8 +64,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
     group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")
-    group.add_argument("--target", help="target examples for rds (RDS+): a data file; records of the pool most like "
-                                        "them are kept (default: the pool centroid)")
+    group.add_argument("--target", help="target examples for rds (RDS+) and less (LESS): a data file; records of the "
+                                        "pool most like them are kept (default: the pool centroid)")
     group.add_argument("--tagger", help="tagger LM for InsTag's intention tags (default: the scoring model, weak at "
                                         "this; the paper's is OFA-Sys/InsTagger)")
     group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
@@ -83,9 +83,22 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-address", metavar="ADDRESS",
                        help="Ray cluster to use with --engine ray (default: $RAY_ADDRESS, else a new local Ray)")
     group.add_argument("--workers", type=positive_int, metavar="N",
-                       help="Ray scoring actors, each loading the models once (default: one per GPU, else 1)")
+                       help="Ray scoring actors, each loading the models once (default: one per GPU, else 1); "
+                            "compare: also the most trials run at once (default: as many as the cluster holds)")
     group.add_argument("--gpus-per-worker", type=nonnegative_float, metavar="G",
                        help="GPUs each Ray worker takes (default 1 where the cluster has GPUs, else 0: CPU workers)")
+
+
+DEFAULT_MAX_RETRIES = 2
+
+
+def add_trial_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """compare --engine ray: each trial is a Ray task (cherrybench.runners.ray_trials)."""
+    group = parser.add_argument_group("trials on Ray")
+    group.add_argument("--max-retries", type=nonnegative_int, metavar="N",
+                       help="with --engine ray, start a trial that failed (an error, a lost worker) again up to N "
+                            f"times (default {DEFAULT_MAX_RETRIES}); one that keeps failing is logged as a FAILED "
+                            "run with its error, the others finish, and the command exits 1")
 
 
 def make_engine(args):
@@ -93,7 +106,7 @@ def make_engine(args):
     or joins Ray only when a metric has records left to score."""
     engine = getattr(args, "engine", "local")
     ray_flags = [flag for flag, dest in (("--ray-address", "ray_address"), ("--workers", "workers"),
-                                         ("--gpus-per-worker", "gpus_per_worker"))
+                                         ("--gpus-per-worker", "gpus_per_worker"), ("--max-retries", "max_retries"))
                  if getattr(args, dest, None) is not None]
     if engine != "ray":
         if ray_flags:

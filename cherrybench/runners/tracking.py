@@ -23,6 +23,7 @@ ROLE_TAG = "cherrybench.role"
 MODEL_DIR_TAG = "cherrybench.model_dir"
 NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
 NOTE_TAG = "cherrybench.note"  # a sentence the leaderboard adds to the trial's notes (e.g. a published subset's)
+AUDIT_NOTE_TAG = "cherrybench.audit_note"  # on a compare (parent) run: what its pool audit did, one sentence
 # The experiment kind MLflow's tools read ("custom_model_development": model training, not GenAI). The
 # MLflow 3.x UI itself picks its view from `?workflowType=machine_learning` in the link (else the last
 # choice in the browser, GenAI by default), so `experiment_link` carries that too.
@@ -110,11 +111,24 @@ def nan_reasons(run) -> dict[str, str]:
     return {k[len(NAN_TAG):]: v for k, v in run.data.tags.items() if k.startswith(NAN_TAG)}
 
 
-def latest_command(client, experiment: str) -> str | None:
+def latest_parent(client, experiment: str):
+    """The experiment's latest compare (parent) run, running or ended, or None."""
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags.get(COMMAND_TAG) if runs else None
+    return runs[0] if runs else None
+
+
+def latest_command(client, experiment: str) -> str | None:
+    run = latest_parent(client, experiment)
+    return run.data.tags.get(COMMAND_TAG) if run else None
+
+
+def audit_note(client, experiment: str) -> str | None:
+    """The pool-audit sentence of the latest compare run (the run whose command the leaderboard
+    shows); None when it audited nothing or was logged before the sentence was kept."""
+    run = latest_parent(client, experiment)
+    return run.data.tags.get(AUDIT_NOTE_TAG) if run else None
 
 
 @contextmanager

@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 # every test (slow ones too); one thread per process is much faster on a shared CPU
 test: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q --durations=10 tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-2} --dist loadgroup --durations=25 tests
 
 # the quick loop: no real model loads, fine-tunes or servers (about a minute)
 test-quick: $(STAMP)

@@ -9,6 +9,10 @@ Converted models are the one thing kept between sessions, for speed: each
 cache's `models` is a link to `$CHERRYBENCH_TEST_CACHE/models` (default
 `<repo>/.test-cache/models`), so the GGUF conversion happens once per checkout.
 
+Workers. `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`;
+`PYTEST_WORKERS` sets how many); each worker is its own session with its own caches,
+and the tests that start Ray run in one worker, one after another.
+
 Order. `CHERRYBENCH_TEST_ORDER=reverse` or `shuffle:<seed>` runs the collected
 tests in reverse or in a seeded random order, to check order independence.
 
@@ -108,7 +112,15 @@ def pytest_unconfigure(config):
     shutil.rmtree(_session["root"], ignore_errors=True)
 
 
+# modules that start a local Ray and find (or kill) its worker processes by name: with
+# pytest-xdist (`make test` runs two workers) they share one worker, one Ray at a time
+ONE_AT_A_TIME = {"test_ray_engine", "test_compare_ray", "test_ray_embeddings"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group("ray"))
     order = os.environ.get("CHERRYBENCH_TEST_ORDER", "").strip()
     if not order:
         return

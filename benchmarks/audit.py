@@ -55,7 +55,14 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=3, help="strongest hits shown per level")
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--out", help="also write report.json (every hit), report.md and flags.parquet here")
+    parser.add_argument("--cache", help="keep the embeddings in this cache folder, so that an interrupted run "
+                        "resumes (the semantic seconds then count only what was not embedded before); default: a "
+                        "cold temporary cache, removed afterwards")
     args = parser.parse_args()
+    if args.cache:
+        os.environ["CHERRYBENCH_CACHE"] = args.cache
+        run(args)
+        return
     with tempfile.TemporaryDirectory(prefix="cherrybench-audit-bench-") as cache:
         os.environ["CHERRYBENCH_CACHE"] = cache  # cold embeddings, removed afterwards
         run(args)

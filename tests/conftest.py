@@ -239,4 +239,8 @@ def mlflow_server(tmp_path_factory):
         time.sleep(0.5)
     yield url
     os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a loaded machine: stopping is not what the tests check
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)

@@ -11,17 +11,15 @@ Tiny: pool 8 (10), budget 2, --max-length 64, one step, one answer of 4 tokens."
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from local_ray import local_ray
 from mlflow.tracking import MlflowClient
 
 from alpaca30 import ROWS
@@ -45,17 +43,8 @@ class LongestPrompt(Longest):
 def ray_cluster(isolated_cache):
     """One local Ray for the module; its workers' cache is the session's, not a test's, so
     a model trained on Ray is never one this process trained (or the reverse)."""
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="cb-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short socket paths
-    env = {"CHERRYBENCH_CACHE": str(isolated_cache), "OMP_NUM_THREADS": "1"}
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": env})
-    try:
+    with local_ray({"CHERRYBENCH_CACHE": str(isolated_cache), "OMP_NUM_THREADS": "1"}):
         yield isolated_cache
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_alpaca(path: Path, rows) -> Path:

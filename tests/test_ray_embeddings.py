@@ -6,13 +6,11 @@ hands nothing to Ray. Chunks of 6 texts make 20 records several Ray blocks."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from local_ray import local_ray
 
 from alpaca30 import alpaca30
 from cherrybench import embedders
@@ -28,16 +26,9 @@ RECORDS = alpaca30().records[:20]
 
 @pytest.fixture(scope="module")
 def ray_address():
-    """One local Ray for the module (2 CPUs, no dashboard, its own temp dir), shut down at the end."""
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="cb-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short socket paths
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="ERROR", log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    """One local Ray for the module, shut down at the end."""
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(autouse=True)

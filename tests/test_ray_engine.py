@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from local_ray import local_ray
 
 from alpaca30 import ROWS
 from cherrybench.cache import HASH_COLUMN
@@ -37,16 +36,9 @@ IFD_COLUMNS = ["id", "cas", "das", "ifd", "ifd_ppl", "ppl", "ifd_reason"]
 
 @pytest.fixture(scope="module")
 def ray_address():
-    """One local Ray for the module (2 CPUs, no dashboard, its own temp dir), shut down at the end."""
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="cb-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short socket paths
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="ERROR", log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    """One local Ray for the module, shut down at the end."""
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

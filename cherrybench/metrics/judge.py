@@ -122,8 +122,10 @@ class PromptJudge(Metric):
             fields[longest] = lm.tokenizer.decode(field_ids[:keep])
         return [], True
 
-    def compute(self, records, ctx):
-        lm = ctx.lm(self.judge)
+    def digit_logits(self, lm, records) -> tuple[dict[str, np.ndarray], dict[str, list], set[int]]:
+        """Per template: the logits of its score digits at the first generated position of
+        each turn's prompt, and the (record, turn) of each row; and the records whose prompt
+        cannot fit max_length. One batched pass per template."""
         prompts = self.templates()
         digit_ids = {key: digit_token_ids(lm, low, high) for key, (_, low, high) in prompts.items()}
         sequences, owners, too_long = {k: [] for k in prompts}, {k: [] for k in prompts}, set()
@@ -140,12 +142,15 @@ class PromptJudge(Metric):
                     owners[key].append((r, t))
         if cut:
             log.info("%s: %d prompts had a field cut to fit max_length=%d", self.name, cut, self.max_length)
+        logits = {key: lm.last_token_logits(sequences[key], digit_ids[key]) for key in prompts if sequences[key]}
+        return logits, owners, too_long
+
+    def compute(self, records, ctx):
+        logits, owners, too_long = self.digit_logits(ctx.lm(self.judge), records)
+        prompts = self.templates()
         per_record = [{k: np.full(len(rec.turns), np.nan) for k in prompts} for rec in records]
-        for key, (_, low, _) in prompts.items():
-            if not sequences[key]:
-                continue
-            scores = expected_scores(lm.last_token_logits(sequences[key], digit_ids[key]), low)
-            for (r, t), value in zip(owners[key], scores):
+        for key, rows in logits.items():
+            for (r, t), value in zip(owners[key], expected_scores(rows, prompts[key][1])):
                 per_record[r][key][t] = value
         rows = []
         for r in range(len(records)):

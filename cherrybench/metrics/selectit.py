@@ -48,14 +48,11 @@ we differ:
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from cherrybench.metrics import register_metric
-from cherrybench.metrics.judge import PromptJudge, digit_token_ids, expected_scores
+from cherrybench.metrics.judge import PromptJudge, expected_scores
 
-log = logging.getLogger(__name__)
 
 # the rating prompts, reworded by us after the paper's; {k} is the top of the scale
 RATING_PROMPTS = (
@@ -164,27 +161,14 @@ class SelectIT(PromptJudge):
     def judge_token_scores(self, lm, records) -> tuple[np.ndarray, set[int]]:
         """[records, prompts] token scores of one judge (mean over turns), and the records
         whose prompt cannot fit max_length."""
-        digits = digit_token_ids(lm, 1, self.scale)
-        sequences, owners, too_long, cut = [], [], set(), 0
-        for p, (template, _, _) in enumerate(self.templates().values()):
-            for r, record in enumerate(records):
-                for turn in record.turns:
-                    ids, was_cut = self.encode_prompt(lm, template, record, turn)
-                    if not ids:
-                        too_long.add(r)
-                        continue
-                    cut += was_cut
-                    sequences.append(ids)
-                    owners.append((r, p))
-        if cut:
-            log.info("%s: %d prompts had a field cut to fit max_length=%d", self.name, cut, self.max_length)
+        logits, owners, too_long = self.digit_logits(lm, records)  # the judge readout's prompts and pass
         sums = np.zeros((len(records), N_PROMPTS))
         counts = np.zeros((len(records), N_PROMPTS))
-        if sequences:
-            scores = token_level(lm.last_token_logits(sequences, digits), self.readout)
-            rows, cols = np.array(owners).T
-            np.add.at(sums, (rows, cols), scores)
-            np.add.at(counts, (rows, cols), 1)
+        for p, key in enumerate(self.templates()):
+            if key in logits:
+                rows = np.array([r for r, _ in owners[key]])
+                np.add.at(sums[:, p], rows, token_level(logits[key], self.readout))
+                np.add.at(counts[:, p], rows, 1)
         with np.errstate(invalid="ignore"):
             return sums / counts, too_long
 

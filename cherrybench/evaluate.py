@@ -91,22 +91,27 @@ def eval_loss(model, records: list[Record], prompt: str = "alpaca", max_length: 
 
 
 def generate_answers(model, records: list[Record], max_new_tokens: int = 128, prompt: str = "alpaca",
-                     ctx=None, max_length: int | None = None) -> list[str]:
+                     ctx=None, max_length: int | None = None, bar=None) -> list[str]:
     """Greedy answers to each record's first question, in the training prompt format;
     with `max_length`, a longer prompt keeps its last max_length tokens (the question's
-    end and the response cue), as a model trained at that length saw them."""
+    end and the response cue), as a model trained at that length saw them. `bar`: a
+    caller's progress bar to advance instead of a new one."""
     lm = _lm(model, ctx)
     prompts = []
     for record in records:
         first = Record(record.id, [Turn(record.turns[0].instruction, "", record.turns[0].input)], system=record.system)
         ids = lm.encode(context_pieces(first, prompt, lm.tokenizer)[0])
         prompts.append(ids[-max_length:] if max_length else ids)
-    with _bar(ctx, len(prompts), "evaluate generate") as bar:
+    if bar is not None:
         outputs = lm.generate(prompts, max_new_tokens=max_new_tokens, on_progress=bar.update)
+    else:
+        with _bar(ctx, len(prompts), "evaluate generate") as own:
+            outputs = lm.generate(prompts, max_new_tokens=max_new_tokens, on_progress=own.update)
     return [lm.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
 
 
 ANSWERS_VERSION = 1
+ANSWER_CHUNK = 64  # answers stored every this many records: an interrupted generation loses at most one chunk
 
 
 def answers_key(model_fingerprint: str, max_new_tokens: int, prompt: str, max_length: int | None) -> str:
@@ -122,7 +127,8 @@ def cached_answers(model, records: list[Record], max_new_tokens: int = 128, prom
     """`generate_answers`, cached per record content: shards under
     `cache_dir()/answers/greedy/<key>/` keyed by the model's fingerprint (its weights;
     `model_fingerprint` overrides) and the settings, one row per record content hash,
-    so a set that partly overlaps an earlier one generates only the new records."""
+    so a set that partly overlaps an earlier one generates only the new records, and an
+    interrupted one (answers are stored every ANSWER_CHUNK records) resumes where it stopped."""
     import pandas as pd
 
     from cherrybench.cache import HASH_COLUMN, ShardStore
@@ -142,9 +148,14 @@ def cached_answers(model, records: list[Record], max_new_tokens: int = 128, prom
     for record in records:
         if record.content_hash not in known:
             missing.setdefault(record.content_hash, record)
-    if missing:
-        generated = generate_answers(model, list(missing.values()), max_new_tokens=max_new_tokens, prompt=prompt,
-                                     ctx=ctx, max_length=max_length)
-        store.append(pd.DataFrame({HASH_COLUMN: list(missing), "answer": generated}))
-        known.update(zip(missing, generated))
+    todo = list(missing.values())
+    if todo:
+        with _bar(ctx, len(todo), "evaluate generate") as bar:
+            for start in range(0, len(todo), ANSWER_CHUNK):
+                part = todo[start:start + ANSWER_CHUNK]
+                generated = generate_answers(model, part, max_new_tokens=max_new_tokens, prompt=prompt, ctx=ctx,
+                                             max_length=max_length, bar=bar)
+                hashes = [r.content_hash for r in part]
+                store.append(pd.DataFrame({HASH_COLUMN: hashes, "answer": generated}))
+                known.update(zip(hashes, generated))
     return [known[r.content_hash] for r in records]

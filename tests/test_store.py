@@ -299,7 +299,7 @@ def test_answers_are_cached_per_record_content(monkeypatch):
 
     asked = []
 
-    def fake_generate(model, records, max_new_tokens=128, prompt="alpaca", ctx=None, max_length=None):
+    def fake_generate(model, records, max_new_tokens=128, prompt="alpaca", ctx=None, max_length=None, bar=None):
         asked.append([r.instruction for r in records])
         return [f"{r.instruction} -> {max_new_tokens}" for r in records]
 
@@ -311,6 +311,33 @@ def test_answers_are_cached_per_record_content(monkeypatch):
     assert asked == [["qa", "qb"], ["qc"]]
     assert run([a, b, c]) == ["qa -> 4", "qb -> 4", "qc -> 4"] and len(asked) == 2
     assert run([a], n=8) == ["qa -> 8"] and len(asked) == 3  # other settings, other answers
+
+
+def test_interrupted_generation_keeps_the_chunks_it_finished(monkeypatch):
+    """Answers are stored chunk by chunk: a generation killed in its third chunk
+    keeps the first two, and the rerun generates only the rest, once each."""
+    import cherrybench.evaluate as evaluate
+
+    asked = []
+
+    def fake_generate(model, records, max_new_tokens=128, prompt="alpaca", ctx=None, max_length=None, bar=None):
+        if len(asked) == 2 and not resumed:
+            raise KeyboardInterrupt
+        asked.append([r.instruction for r in records])
+        return [r.instruction.upper() for r in records]
+
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
+    monkeypatch.setattr(evaluate, "ANSWER_CHUNK", 2)
+    records = [Record(str(i), [Turn(f"q{i}", "ref")]) for i in range(7)]
+    run = lambda: evaluate.cached_answers("m", records, model_fingerprint="fp")  # noqa: E731
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert asked == [["q0", "q1"], ["q2", "q3"]]
+    resumed = True
+    assert run() == [f"Q{i}" for i in range(7)]
+    assert asked[2:] == [["q4", "q5"], ["q6"]]  # only what the first run did not store
+    assert run() == [f"Q{i}" for i in range(7)] and len(asked) == 4
 
 
 def test_brief_experience_pick_and_model_are_stored_by_content(monkeypatch, ctx):

@@ -40,8 +40,9 @@ SHORT_HASH = 16  # hex digits of each record's content hash kept in the manifest
 
 
 # -- the command line as recorded with results -----------------------------------
-# an absolute path: after the start, a space, `=`, `:`, `,`, a quote or `(`, or right after a URI's `://` or `:///`
-_ABS_PATH = re.compile(r"(?:^|(?<=[\s=:,'\"(])|(?<=://)|(?<=:///))(/[^\s/'\",;:=()]+(?:/[^\s/'\",;:=()]+)*/?)")
+# an absolute path: after the start, a space, `=`, `:`, `,`, a quote or `(`, or right after a URI's `://` or `:///`;
+# not `sqlite:///x.db`, whose third slash starts a relative path (`sqlite:////abs/x.db` is the absolute one)
+_ABS_PATH = re.compile(r"(?<!sqlite://)(?:^|(?<=[\s=:,'\"(])|(?<=://)|(?<=:///))(/[^\s/'\",;:=()]+(?:/[^\s/'\",;:=()]+)*/?)")
 
 
 def _repo_root(cwd: Path) -> Path | None:

@@ -238,11 +238,13 @@ def test_sanitize_command_keeps_no_machine_paths(tmp_path):
     cwd.mkdir()
     command = (f"cherrybench compare --data {cwd}/data/pool.json --eval vic:{tmp_path}/evals/vic.json "
                f"--tracking-uri sqlite:///{cwd}/mlflow.db --out={tmp_path} --model /opt/models/smol/model.gguf "
-               "--tracking-uri http://host:5000/api --leaderboard-dir boards/x --x file:///srv/a/b/c")
+               "--tracking-uri http://host:5000/api --leaderboard-dir boards/x --x file:///srv/a/b/c "
+               "--tracking-uri sqlite:///rel/mlflow.db")
     assert sanitize_command(command, cwd) == (
         "cherrybench compare --data data/pool.json --eval vic:../evals/vic.json "
         "--tracking-uri sqlite:///mlflow.db --out=.. --model <abs>/smol/model.gguf "
-        "--tracking-uri http://host:5000/api --leaderboard-dir boards/x --x file://<abs>/b/c")
+        "--tracking-uri http://host:5000/api --leaderboard-dir boards/x --x file://<abs>/b/c "
+        "--tracking-uri sqlite:///rel/mlflow.db")  # three slashes: a relative path, kept as typed
 
 
 @pytest.mark.slow

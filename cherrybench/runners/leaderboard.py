@@ -330,6 +330,19 @@ def _compare_answers(data: _SectionData, a: str, b: str, column: str, n_resample
             "n_records": d.n_records}
 
 
+def _ask_once(done: dict, comparisons: list, selector: str, ref: str, compute) -> tuple[int, bool] | None:
+    """(index in `comparisons`, asked the other way round?) for selector against ref. A pair is
+    one test whichever way round it is asked, so `compute()` runs once per pair (None: no test)."""
+    pair = frozenset((selector, ref))
+    if pair not in done:
+        result = compute()
+        if result is None:
+            return None
+        done[pair] = len(comparisons)
+        comparisons.append(result)
+    return done[pair], comparisons[done[pair]]["selector"] != selector
+
+
 def _answer_comparisons(data: _SectionData, rows: list[dict], columns: list[str], n_resamples: int, seed: int,
                         comparisons: list) -> None:
     """Every selector against random and full on each answer score; a pair is one test, asked once."""
@@ -341,14 +354,8 @@ def _answer_comparisons(data: _SectionData, rows: list[dict], columns: list[str]
                 row[key] = None
                 if ref == row["selector"] or ref not in data.section.groups:
                     continue
-                pair = frozenset((row["selector"], ref))
-                if pair not in done:
-                    result = _compare_answers(data, row["selector"], ref, column, n_resamples, seed)
-                    if result is None:
-                        continue
-                    done[pair] = len(comparisons)
-                    comparisons.append(result)
-                row[key] = (done[pair], comparisons[done[pair]]["selector"] != row["selector"])
+                row[key] = _ask_once(done, comparisons, row["selector"], ref, lambda: _compare_answers(
+                    data, row["selector"], ref, column, n_resamples, seed))
 
 
 def _fill_answer_comparisons(rows: list[dict], columns: list[str], comparisons: pd.DataFrame) -> None:
@@ -380,11 +387,8 @@ def _section_rows(data: _SectionData, sets, extras, headline, n_resamples, seed,
             if headline is None or ref is None or ref == row["selector"] or ref not in data.section.groups:
                 row[f"vs_{name}"] = None
                 continue
-            pair = frozenset((row["selector"], ref))
-            if pair not in done:
-                done[pair] = len(comparisons)
-                comparisons.append(_compare(data, row["selector"], ref, headline, n_resamples, seed))
-            row[f"vs_{name}"] = (done[pair], comparisons[done[pair]]["selector"] != row["selector"])
+            row[f"vs_{name}"] = _ask_once(done, comparisons, row["selector"], ref, lambda: _compare(
+                data, row["selector"], ref, headline, n_resamples, seed))
     return rows
 
 

@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--device")
     parser.add_argument("--batch-tokens", type=int)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--packing", choices=["on", "off"],
+                        help="padding-free rows (default: the engine's choice, on with flash attention)")
     parser.add_argument("--replicate", type=int, metavar="N",
                         help="also project the time for N records like these (Alpaca: 52002) from the measured rates")
     args = parser.parse_args()
@@ -186,6 +188,8 @@ def main() -> None:
     naive_n = min(args.naive_n or 200, args.n)
     ctx = Context(model=model, device=args.device, batch_tokens=args.batch_tokens, progress=False)
     lm, load_s = timed(ctx.lm, args.device or "cpu")
+    if args.packing:
+        lm.packing = args.packing == "on"
     metric = IFD(model=model, max_length=args.max_length)
     tokenized = [tokenize_record(r, lm, "alpaca", args.max_length) for r in records]
     scored = [p for p in tokenized if not p.reason]
@@ -194,6 +198,8 @@ def main() -> None:
     tokens = sum(cond_lengths) + sum(direct_lengths)
     flop = FlopModel(lm.model)
     executed, effective = engine_flops(flop, *ifd_work(tokenized))
+    if lm.packing:  # packed rows share no prefix cache: every sequence runs whole
+        executed = effective
     naive_tokenized = tokenized[:naive_n]
     naive_tokens = sum(len(p.sequence) + len(p.turns[0].answer) for p in naive_tokenized if not p.reason)
     naive_work = naive_flops(flop, naive_tokenized)
@@ -214,7 +220,7 @@ def main() -> None:
                   f"vocab {cfg.vocab_size})" if args.arch else model or "smollm2"),
         "body_params": flop.body,
         "dtype": str(lm.dtype).replace("torch.", ""),
-        "attn_implementation": lm.model.config._attn_implementation,
+        "attn_implementation": lm.model.config._attn_implementation, "packing": lm.packing,
         "load_s": round(load_s, 1),
         "records": len(records), "scored": len(scored), "tokens": tokens, "batch_tokens": lm.batch_tokens,
         "gemm_peak_gflops": round(peak, 1),

@@ -7,6 +7,12 @@ needed (a `logits_to_keep` mask), so every family's final logit transforms (Gemm
 softcapping, Granite's and Cohere's scaling, ...) apply as the model defines
 them: per-token losses (cas, das, ppl, eval loss), next-token logits for a few
 candidate tokens (judges), pooled hidden states (embeddings) and greedy generation.
+
+With `packing` (on by default where the attention kernel is flash attention, which
+runs each packed sequence on its own, so no token is padding), the sequences of a
+batch are laid end to end in one row instead: positions restart at each sequence,
+and transformers masks attention within each of them (any kernel; sdpa and eager
+compute the masked-out blocks too, so packing pays only with flash attention).
 """
 
 from __future__ import annotations
@@ -62,6 +68,33 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
+    """Indices sorted longest first, laid end to end in rows of at most row_tokens
+    tokens (a longer sequence alone): padding-free packing, no token wasted."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows, current, used = [], [], 0
+    for i in order:
+        if current and used + lengths[i] > row_tokens:
+            rows.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += lengths[i]
+    if current:
+        rows.append(current)
+    return rows
+
+
+FLASH_KERNELS = ("flash_attention_2", "flash_attention_3")
+
+
+def attention_kernel(device: str) -> str | None:
+    """flash_attention_2 on CUDA where the flash-attn package is installed (it runs packed
+    sequences without padding), else None: transformers' own default (sdpa)."""
+    import importlib.util
+
+    return "flash_attention_2" if device.startswith("cuda") and importlib.util.find_spec("flash_attn") else None
+
+
 def split_for_head(batch: list[int], counts: list[int], max_rows: int) -> list[list[int]]:
     """Cut a packed batch into runs that keep at most max_rows logit rows in all
     (counts[i] for sequence i; at least one sequence a run): bounds the logits buffer."""
@@ -114,7 +147,7 @@ class LanguageModel:
     batches run through the network (tests use it to prove cache reuse)."""
 
     def __init__(self, model: str | ModelRef | None = None, device: str | None = None,
-                 batch_tokens: int | None = None, trust_remote_code: bool = False):
+                 batch_tokens: int | None = None, trust_remote_code: bool = False, packing: bool | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -122,9 +155,14 @@ class LanguageModel:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.ref.directory, trust_remote_code=trust_remote_code)
+        kernel = attention_kernel(self.device)
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.ref.directory, dtype=self.dtype, trust_remote_code=trust_remote_code
+            self.ref.directory, dtype=self.dtype, trust_remote_code=trust_remote_code,
+            **({"attn_implementation": kernel} if kernel else {}),
         ).to(self.device)
+        self.attention = getattr(self.model.config, "_attn_implementation", None)
+        # padding-free rows where the kernel skips what they mask; `packing=` overrides (tests, benchmarks)
+        self.packing = self.attention in FLASH_KERNELS if packing is None else packing
         self.model.eval()
         self.base = getattr(self.model, self.model.base_model_prefix)
         self.head_rows = max(1, LOGITS_BUDGET // self.model.get_output_embeddings().weight.shape[0])  # per forward
@@ -177,11 +215,49 @@ class LanguageModel:
             return self.base(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
         return self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep.to(self.device), **kwargs).logits
 
+    def _forward_packed(self, batch: list[list[int]], keep=None):
+        """Run `batch` laid end to end in one row, positions restarting at each sequence
+        and no attention mask, so that transformers keeps attention within each sequence.
+        Returns what `_forward` returns for the same rows: hidden states scattered back to
+        [rows, width, hidden]; or, with `keep` (the positions whose logits each row needs),
+        the kept logits [kept, vocab] and index[row, p], the logits row of position p."""
+        torch = self._torch
+        lengths = [len(s) for s in batch]
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+        ids = torch.tensor([[t for s in batch for t in s]], dtype=torch.long, device=self.device)
+        positions = torch.cat([torch.arange(n) for n in lengths])[None].to(self.device)
+        width = max(lengths)
+        self.forward_calls += 1
+        if keep is None:
+            flat = self.base(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state[0]
+            hidden = flat.new_zeros((len(batch), width, flat.shape[-1]))
+            for row, (start, n) in enumerate(zip(starts, lengths)):
+                hidden[row, :n] = flat[start: start + n]
+            return (hidden,)
+        kept = torch.zeros((1, sum(lengths)), dtype=torch.bool)
+        for start, positions_kept in zip(starts, keep):
+            kept[0, [start + p for p in positions_kept]] = True
+        logits = self.model(input_ids=ids, position_ids=positions, logits_to_keep=kept.to(self.device),
+                            use_cache=False).logits
+        flat_index = torch.full((sum(lengths),), -1, dtype=torch.long)
+        flat_index[kept[0]] = torch.arange(int(kept.sum()))
+        index = torch.full((len(batch), width), -1, dtype=torch.long)
+        for row, (start, n) in enumerate(zip(starts, lengths)):
+            index[row, :n] = flat_index[start: start + n]
+        return logits, index
+
     def _plan(self, sequences, keep):
         """(indices, token rows, prefix) for each forward: length-sorted batches under
         the token budget; with `keep`, also cut to the logits budget, and sequences
         sharing a long prefix (a prompt template) continue one KV cache of it instead
-        of recomputing it per record."""
+        of recomputing it per record. With packing: rows of whole sequences end to end under
+        the token budget, and no shared prefix (a packed row cannot continue one cache)."""
+        if self.packing:
+            counts = [len(set(k)) for k in keep] if keep is not None else None
+            for batch in pack_rows([len(s) for s in sequences], self.batch_tokens):
+                for part in [batch] if keep is None else split_for_head(batch, counts, self.head_rows):
+                    yield part, [sequences[i] for i in part], None
+            return
         if keep is None:
             groups, rest = [], list(range(len(sequences)))
         else:
@@ -204,7 +280,9 @@ class LanguageModel:
         torch = self._torch
         with torch.inference_mode():
             for part, rows, prefix in self._plan(sequences, keep):
-                if keep is None:
+                if self.packing:
+                    per_batch(part, *self._forward_packed(rows, None if keep is None else [keep[i] for i in part]))
+                elif keep is None:
                     per_batch(part, self._forward(rows))
                 else:
                     start = prefix[0] if prefix else 0

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from cherrybench.lm import MIN_SHARED_PREFIX, LanguageModel, prefix_groups, split_for_head
+from cherrybench.lm import MIN_SHARED_PREFIX, LanguageModel, pack_rows, prefix_groups, split_for_head
 
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1,
@@ -119,6 +119,32 @@ def test_engine_logits_are_the_models_own(tmp_path, monkeypatch, tokenizer, fami
         assert close(whole[i], losses), (family, i)
         assert close(cached[i], losses[[p - 1 for p in answer[i]]]), (family, i)
         assert close(last[i], logits[picks]), (family, i)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "gemma2", "granite"])
+def test_packed_rows_give_the_padded_engines_results(tmp_path, tokenizer, family):
+    """Padding-free packing (sequences end to end in one row, positions restarting,
+    attention kept within each by transformers' packed-sequence mask) changes where
+    tokens sit, not what the model computes: losses, last-token logits and pooled
+    hidden states equal the model's own full forward / the padded engine's."""
+    lm = build(tmp_path, tokenizer, family)
+    seqs = sequences(len(lm.tokenizer))
+    every = [list(range(1, len(s))) for s in seqs]
+    picks = [5, 17, 300]
+    padded_hidden = lm.pooled_hidden(seqs, "mean")
+    lm.packing, lm.batch_tokens = True, 64  # rows of at most 64 tokens: 30 | 33+12+14? -> several rows
+    before = lm.forward_calls
+    losses = lm.token_losses(seqs, every)
+    rows = pack_rows([len(s) for s in seqs], 64)
+    assert lm.forward_calls - before == len(rows) < len(seqs)  # several sequences share a row
+    last = lm.last_token_logits(seqs, picks)
+    packed_hidden = lm.pooled_hidden(seqs, "mean")
+    for i, seq in enumerate(seqs):
+        want_losses, want_logits = reference(lm, seq)
+        assert torch.allclose(torch.from_numpy(losses[i]), want_losses, atol=1e-4, rtol=0), (family, i)
+        assert torch.allclose(torch.from_numpy(last[i]), want_logits[picks], atol=1e-4, rtol=0), (family, i)
+        assert abs(packed_hidden[i] - padded_hidden[i]).max() < 1e-4, (family, i)
 
 
 @pytest.mark.slow

@@ -93,6 +93,26 @@ def test_generation_prompt_keeps_its_last_max_length_tokens(ctx, lm):
     assert generate_answers(None, [record], max_new_tokens=3, ctx=ctx, max_length=40) == [expected]
 
 
+@pytest.mark.slow
+def test_wide_generation_batches_answer_as_one_prompt_at_a_time(ctx, lm):
+    """Greedy generation in left-padded batches (the engine's wide `generate_tokens`)
+    gives each prompt the tokens it gets alone: padding and its mask change nothing."""
+    questions = ["Name a colour.", "Give three tips for staying healthy while working long hours at a desk.",
+                 "What is 2 + 2?", "Translate 'good morning' into French, then explain when it is used."]
+    prompts = [lm.encode(ALPACA_NO_INPUT.format(instruction=q)) for q in questions]
+    assert len({len(p) for p in prompts}) == len(prompts)  # unequal lengths: the batch really pads
+    before, old = lm.forward_calls, lm.generate_tokens
+    try:
+        together = lm.generate(prompts, max_new_tokens=10)
+        assert lm.forward_calls - before == 1  # one batch
+        lm.generate_tokens = 1  # one prompt a batch
+        alone = lm.generate(prompts, max_new_tokens=10)
+    finally:
+        lm.generate_tokens = old
+    assert lm.forward_calls - before == 1 + len(prompts)
+    assert together == alone and all(together)
+
+
 def test_device_settings_pin_the_gpu_and_check_bf16(monkeypatch):
     """`--device cuda:1` must reach the Trainer (it only knows the current CUDA device), and bf16
     is used only where the GPU supports it. No GPU here: torch.cuda's answers are stood in for."""

@@ -60,7 +60,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="local HF directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
     group.add_argument("--prompt", choices=["alpaca", "plain", "chat"], help="prompt format for LM scoring")
     group.add_argument("--max-length", type=max_length, help="truncate conditioned sequences here (default 512)")
-    group.add_argument("--batch-tokens", type=positive_int, help="padded tokens per scoring batch (default 512 CPU, 65536 CUDA; generation batches: at least 4096)")
+    group.add_argument("--batch-tokens", type=positive_int,
+                       help="padded tokens per scoring batch (default 512 CPU, 65536 CUDA; generation: at least 4096)")
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--judge", help="judge LM for deita/alpagasus-style scores (default: the scoring model)")
     group.add_argument("--reward-model", help="local sequence-classification reward model (MoDS); none: judge quality")

@@ -77,17 +77,7 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
     """Indices sorted longest first, laid end to end in rows of at most row_tokens
     tokens (a longer sequence alone): padding-free packing, no token wasted."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    rows, current, used = [], [], 0
-    for i in order:
-        if current and used + lengths[i] > row_tokens:
-            rows.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += lengths[i]
-    if current:
-        rows.append(current)
-    return rows
+    return split_for_head(sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)), lengths, row_tokens)
 
 
 FLASH_KERNELS = ("flash_attention_2", "flash_attention_3")

@@ -218,12 +218,31 @@ def read_manifest(path: str | Path) -> dict:
     for key in ("inputs", "subset"):
         if key not in manifest:
             raise DataError(f"{path}: missing field {key!r}")
+    if not isinstance(manifest["inputs"], list):
+        raise DataError(f"{path}: field 'inputs' must be a list, got {type(manifest['inputs']).__name__}")
+    relative = manifest.get("inputs_relative_to", BESIDE_MANIFEST)
+    if relative not in (BESIDE_MANIFEST, WORKING_DIRECTORY):
+        raise DataError(f"{path}: field 'inputs_relative_to' is {relative!r}, expected {BESIDE_MANIFEST!r} "
+                        f"or {WORKING_DIRECTORY!r}")
     for where, entry in [*((f"inputs[{i}]", e) for i, e in enumerate(manifest["inputs"])),
                          ("subset", manifest["subset"]), ("report", manifest.get("report"))]:
         if entry is None and where == "report":
             continue
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("path", "sha256")):
             raise DataError(f"{path}: field {where!r} needs string fields 'path' and 'sha256'")
+        size = entry.get("bytes", 0)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise DataError(f"{path}: field '{where}.bytes' must be a whole number of bytes, got {size!r}")
+    pool = manifest.get("pool", {})
+    if not isinstance(pool, dict) or not isinstance(pool.get("format"), (str, type(None))):
+        raise DataError(f"{path}: field 'pool' must be an object whose 'format' is a string")
+    lists = {key: manifest["subset"].get(key, []) for key in ("ids", "record_hashes")}
+    for key, value in lists.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise DataError(f"{path}: field 'subset.{key}' must be a list of strings")
+    if len(lists["ids"]) != len(lists["record_hashes"]):
+        raise DataError(f"{path}: fields 'subset.ids' ({len(lists['ids'])}) and 'subset.record_hashes' "
+                        f"({len(lists['record_hashes'])}) differ in length")
     return manifest
 
 

@@ -334,3 +334,25 @@ def check_scores_match(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
         raise DataError(f"--scores {source} does not match {data}: same records but in another order "
                         f"(data fingerprint differs); {rescore}")
     return table.drop(columns=[c for c in BOOKKEEPING_COLUMNS if c in table.columns])
+
+
+def check_numeric_columns(table: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Score columns read from a file must hold numbers or nulls: text, a list or a boolean is
+    refused, naming the file, the column and the first such record, rather than cast or turned
+    into NaN (the table's `attrs["path"]`, from `read_scores`, names the file)."""
+    source = table.attrs.get("path") or "the score table"
+    for column in columns:
+        if column not in table.columns:
+            continue
+        values = table[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        for rid, value in zip(table["id"], values):
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                continue
+            if hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and value.dtype.kind in "iuf":
+                continue  # a numpy scalar in an object column
+            raise DataError(f"--scores {source}: column {column!r} must hold numbers; the row for id {rid!r} "
+                            f"has {value!r} ({type(value).__name__})")

@@ -12,6 +12,26 @@ import math
 from typing import ClassVar
 
 
+_KINDS = {"str": str, "bool": bool, "int": int, "float": float, "list": list}
+
+
+def _declared_kind(parameter: inspect.Parameter):
+    """str, bool, int, float or list: what the parameter takes, from its default, else from
+    an annotation that names one of them (`bool | None`, `Optional[int]`); None: unknown."""
+    default = parameter.default
+    if default is not inspect.Parameter.empty and default is not None:
+        for kind in (bool, int, float, str):  # bool first: True is an int too
+            if isinstance(default, kind):
+                return kind
+        return list if isinstance(default, (list, tuple)) else None
+    annotation = parameter.annotation
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", str(annotation))
+    names = [n.strip() for n in annotation.replace("Optional[", "").rstrip("]").split("|")]
+    names = [n for n in names if n and n != "None"]
+    return _KINDS.get(names[0]) if len(names) == 1 else None
+
+
 class Parameterized:
     kind: ClassVar[str] = "plugin"  # "metric" or "selector": names the owner in error messages
 
@@ -29,9 +49,37 @@ class Parameterized:
         """Build with the options this class accepts (the others belong to other
         plugins), and check the values now rather than when it first runs."""
         names = set(cls.param_names())
-        obj = cls(**{k: v for k, v in options.items() if k in names})
-        obj.check_params()
+        given = {k: cls._typed(k, v) for k, v in options.items() if k in names}
+        obj = cls(**given)
+        obj.check_params()  # its own checks first: they also say the range a value must lie in
+        for name, value in given.items():
+            cls._typed(name, value, check=True)
         return obj
+
+    @classmethod
+    def _typed(cls, name: str, value, check: bool = False):
+        """A value of the kind its parameter declares (its default's type, or for a default
+        of None a plain `bool | None`-style annotation), so that a wrong one fails here,
+        named, not as a TypeError deep in a run: text for a string (a number typed on the
+        command line, `--param column=5`, stays the text typed), true or false for a flag,
+        a number for a number (a whole one for an integer; 3.0 is read as 3), a list for a
+        list. None, and any parameter of another kind, is left to check_params. Without
+        `check`, only converts (the plugin's own check_params runs next, with its ranges)."""
+        kind = _declared_kind(inspect.signature(cls.__init__).parameters[name])
+        if kind is None or value is None:
+            return value
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is str and number:
+            return str(value)
+        if kind is int and number and float(value).is_integer():
+            return int(value)  # numpy's seeding, range() and indexing take ints only
+        ok = {str: isinstance(value, str), bool: isinstance(value, bool), int: False, float: number,
+              list: isinstance(value, (list, tuple))}[kind]
+        if not ok and check:
+            what = {str: "text", bool: "true or false", int: "an integer", float: "a number", list: "a list"}[kind]
+            owner = f"{cls.kind} {getattr(cls, 'name', cls.__name__)!r}"
+            raise ValueError(f"{owner}: parameter {name} must be {what}, got {value!r}")
+        return value
 
     def check_params(self) -> None:
         """Raise ValueError (see `check_number`, `check_choice`) for a parameter

@@ -5,6 +5,7 @@ tests fail loudly, so "fails early" is checked, not assumed."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shlex
@@ -25,6 +26,15 @@ class WorkStarted(AssertionError):
     pass
 
 
+TRIPWIRE = ("cherrybench.scoring.score", "cherrybench.scoring.score_metric", "cherrybench.runners.select.score",
+            "cherrybench.finetune.finetune", "cherrybench.finetune.finetuned_model",
+            "cherrybench.runners.compare.finetune", "cherrybench.runners.compare.finetuned_model",
+            "cherrybench.runners.regress.run_subset", "cherrybench.context.Context.lm",
+            "cherrybench.context.Context.tokenizer", "cherrybench.embedders.embed",
+            "cherrybench.selectors.kcenter.embed", "cherrybench.selectors.deita.embed",
+            "cherrybench.selectors.mods.embed", "cherrybench.selectors.superfiltering_d.embed")
+
+
 @pytest.fixture
 def tripwire(monkeypatch):
     """Scoring, model loading and fine-tuning raise: the checks must come first."""
@@ -32,13 +42,13 @@ def tripwire(monkeypatch):
     def boom(*args, **kwargs):
         raise WorkStarted("work started before the settings were checked")
 
-    for target in ("cherrybench.scoring.score", "cherrybench.scoring.score_metric", "cherrybench.runners.select.score",
-                   "cherrybench.finetune.finetune", "cherrybench.finetune.finetuned_model",
-                   "cherrybench.runners.compare.finetune", "cherrybench.runners.compare.finetuned_model",
-                   "cherrybench.runners.regress.run_subset", "cherrybench.context.Context.lm",
-                   "cherrybench.context.Context.tokenizer", "cherrybench.embedders.embed",
-                   "cherrybench.selectors.kcenter.embed", "cherrybench.selectors.deita.embed",
-                   "cherrybench.selectors.mods.embed", "cherrybench.selectors.superfiltering_d.embed"):
+    # every module imported before any patch: one first imported while `cherrybench.scoring.score`
+    # is patched would bind the tripwire for good (`from cherrybench.scoring import score`)
+    for module in ("cherrybench.runners.select", "cherrybench.runners.compare", "cherrybench.runners.regress",
+                   "cherrybench.context", "cherrybench.embedders", "cherrybench.selectors.kcenter",
+                   "cherrybench.selectors.deita", "cherrybench.selectors.mods", "cherrybench.selectors.superfiltering_d"):
+        importlib.import_module(module)
+    for target in TRIPWIRE:
         monkeypatch.setattr(target, boom, raising=False)
 
 
@@ -218,6 +228,18 @@ def test_param_key_of_the_run_is_used(data, tmp_path, capsys):
                  "--out", str(out)]) == 0
     report = json.loads((tmp_path / "s.report.json").read_text())
     assert report["params"] == {"seed": 3}
+    assert main(["select", "--data", str(data), "--selector", "random", "--param", "seed=3.0", "--budget", "2",
+                 "--out", str(tmp_path / "t.json")]) == 0  # 3.0 is the integer 3: the same selection
+    again = json.loads((tmp_path / "t.report.json").read_text())
+    assert type(again["params"]["seed"]) is int and again["ids"] == report["ids"]
+
+
+def test_a_number_given_to_a_text_parameter_stays_the_text_typed(data, tmp_path, capsys, tripwire):
+    """`--param column=5` names a column "5" (JSON reads the value as a number): refused for what it is."""
+    argv = ["select", "--data", str(data), "--selector", "topk", "--param", "column=5", "--budget", "2",
+            "--out", str(tmp_path / "s.json")]
+    assert main(argv) == 2
+    assert "needs score columns ['5']" in error_line(capsys)
 
 
 @pytest.mark.parametrize("selector, params, message", [
@@ -229,6 +251,14 @@ def test_param_key_of_the_run_is_used(data, tmp_path, capsys):
     ("threshold", ["minimum=2", "maximum=1"], "minimum 2 is above maximum 1"),
     ("ifd", ["prompt=bogus"], "metric 'ifd': parameter prompt must be one of 'alpaca', 'plain', 'chat'"),
     ("superfiltering_d", ["candidate_factor=0.5"], "parameter candidate_factor must be a number in [1, inf]"),
+    ("random", ["seed=abc"], "selector 'random': parameter seed must be an integer in [0, inf], got 'abc'"),
+    ("random", ["seed=1.5"], "selector 'random': parameter seed must be an integer in [0, inf], got 1.5"),
+    ("random", ["seed=-1"], "selector 'random': parameter seed must be an integer in [0, inf], got -1"),
+    # no check_params of their own: the kind the parameter declares (default or annotation) is checked
+    ("topk", ["column=mtld", "descending=yes"], "selector 'topk': parameter descending must be true or false, "
+                                                "got 'yes'"),
+    ("ifd", ["max_length=long"], "selector 'ifd': parameter max_length must be an integer, got 'long'"),
+    ("alpagasus", ["threshold=[1]"], "selector 'alpagasus': parameter threshold must be a number, got [1]"),
 ])
 def test_bad_parameter_values_fail_before_scoring(selector, params, message, data, tmp_path, capsys, tripwire):
     argv = ["select", "--data", str(data), "--selector", selector, "--budget", "2", "--out", str(tmp_path / "s.json")]
@@ -254,6 +284,29 @@ def test_compare_checks_every_selector_before_any_training(data, tracking, capsy
             *tracking]
     assert main(argv) == 2
     assert "selector 'deita': parameter tau" in error_line(capsys)
+
+
+def test_compare_refuses_a_param_seed_that_each_trial_seed_would_replace(data, tracking, capsys, tripwire):
+    argv = ["compare", "--data", str(data), "--eval-size", "4", "--selectors", "random", "--no-baselines",
+            "--budget", "5", "--param", "seed=3", *tracking]
+    assert main(argv) == 2
+    assert "--param seed: compare gives every selector the seed of each trial; use --seed N" in error_line(capsys)
+
+
+@pytest.mark.parametrize("target", ["data", "eval", "directory"])
+def test_regress_out_that_is_an_input_or_a_directory_fails_before_training(target, data, tmp_path, tracking, capsys,
+                                                                           tripwire):
+    evals = tmp_path / "ev.json"
+    evals.write_text(json.dumps(ROWS[:4]))
+    out = {"data": data, "eval": evals, "directory": tmp_path}[target]
+    before = {p: p.read_bytes() for p in (data, evals)}
+    argv = ["regress", "--data", str(data), "--eval", f"ev:{evals}", "--out", str(out), "--indicators", "mtld",
+            "--subsets", "3", "--subset-size", "5", *tracking]
+    assert main(argv) == 2
+    expected = f"--out {out}: is a directory" if target == "directory" else \
+        f"--out {out} is the input file {out}: refusing to overwrite it"
+    assert expected in error_line(capsys)
+    assert {p: p.read_bytes() for p in (data, evals)} == before
 
 
 def test_param_without_equals_is_one_line(data, tmp_path, capsys, tripwire):

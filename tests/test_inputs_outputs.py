@@ -251,6 +251,47 @@ def test_scores_without_hashes_are_refused_with_how_to_regenerate(tmp_path, caps
     assert f"rescore with `cherrybench score --data {data}" in err
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+@pytest.mark.parametrize("command", ["select", "agreement"])
+def test_a_score_column_holding_text_is_refused_naming_file_column_and_record(tmp_path, capsys, suffix, command):
+    """Text where a metric's numbers belong is named, never cast ("12.5") or turned into NaN ("high")."""
+    data = write_json(tmp_path / "a.json", ROWS)
+    good = tmp_path / f"good{suffix}"
+    assert main(score_args(data, good)) == 0
+    bad = tmp_path / f"bad{suffix}"
+    if suffix == ".parquet":  # the whole column written as text: the first row is named
+        table = pq.read_table(good)
+        text = [repr(v) for v in table.column("mtld").to_pylist()]
+        pq.write_table(table.set_column(table.column_names.index("mtld"), "mtld", pa.array(text)), bad)
+        rid, shown = "0", repr(text[0])
+    else:  # one row's score is a word
+        rows = [json.loads(line) for line in good.read_text().splitlines()]
+        rows[3]["mtld"] = "high"
+        bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rid, shown = "3", "'high'"
+    out = tmp_path / "out"
+    argv = (["select", "--data", str(data), "--selector", "topk", "--param", "column=mtld", "--budget", "2",
+             "--scores", str(bad), "--out", str(tmp_path / "out.json"), *QUIET] if command == "select" else
+            ["agreement", "--data", str(data), "--scores", str(bad), "--scores-b", str(good), "--out", str(out), *QUIET])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"cherrybench: error: --scores {bad}: column 'mtld' must hold numbers; the row for id {rid!r} " \
+                  f"has {shown} (str)\n"
+    assert not (tmp_path / "out.json").exists() and not out.exists()
+
+
+def test_a_count_budget_above_the_pool_is_refused(tmp_path, capsys, no_scoring):
+    data = write_json(tmp_path / "a.json", ROWS)
+    assert main(select_args(data, tmp_path / "sub.json", budget="9")) == 2
+    err = capsys.readouterr().err
+    assert err == f"cherrybench: error: --budget 9: {data} has only 8 records; give a count up to 8 or a fraction " \
+                  "in (0, 1)\n"
+    assert not (tmp_path / "sub.json").exists()
+    assert main(select_args(data, tmp_path / "sub.json", budget="8")) == 0  # the whole pool is a count it holds
+    assert json.loads((tmp_path / "sub.json").read_text()) == ROWS
+
+
 # ---- 5, 6. bad input names the file, the line or record, and the key or field -----------------------
 
 @pytest.mark.parametrize("name,text,pattern", [

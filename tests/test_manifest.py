@@ -268,3 +268,29 @@ def test_compare_trial_manifest_is_relative_to_the_working_directory(tmp_path, m
     os.chdir(artifacts)  # elsewhere, the input is not found unless --base says where the run ran
     assert [c.status for c in check_manifest("subset.manifest.json")][0] == "missing"
     assert [c.status for c in check_manifest("subset.manifest.json", base=tmp_path)][0] == "ok"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("subset.ids", None, "field 'subset.ids' must be a list of strings"),
+    ("subset.ids", 5, "field 'subset.ids' must be a list of strings"),
+    ("subset.record_hashes", ["a"], "fields 'subset.ids' (4) and 'subset.record_hashes' (1) differ in length"),
+    ("pool", None, "field 'pool' must be an object whose 'format' is a string"),
+    ("inputs", "pool.jsonl", "field 'inputs' must be a list, got str"),
+    ("inputs_relative_to", "elsewhere", "field 'inputs_relative_to' is 'elsewhere'"),
+    ("subset.bytes", "many", "field 'subset.bytes' must be a whole number of bytes, got 'many'"),
+])
+def test_verify_refuses_a_corrupt_field_of_a_manifest(selected, monkeypatch, capsys, field, value, message):
+    """A manifest damaged in a field verify reads is exit 2 naming the field, even when the subset
+    changed too (the record comparison reads ids and hashes), never a traceback or a silent pass."""
+    _, out_file, manifest = selected
+    out_file.write_text(out_file.read_text().replace("Describe", "Rewrite", 1))  # the subset changed
+    content = json.loads(manifest.read_text())
+    *parents, key = field.split(".")
+    entry = content
+    for name in parents:
+        entry = entry[name]
+    entry[key] = value
+    manifest.write_text(json.dumps(content))
+    assert verify(monkeypatch, manifest) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cherrybench: error: {manifest}: {message}") and err.count("\n") == 1

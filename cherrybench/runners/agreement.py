@@ -121,9 +121,21 @@ def numeric_columns(table: pd.DataFrame) -> list[str]:
 
 
 def read_matching(path: str, dataset) -> pd.DataFrame:
-    from cherrybench.outputs import check_scores_match, read_scores
+    """A --scores table checked against the data; a metric's column in it must hold numbers."""
+    from cherrybench.metrics import METRICS
+    from cherrybench.outputs import check_numeric_columns, check_scores_match, read_scores
+    from cherrybench.registry import UnknownNameError
 
-    return check_scores_match(read_scores(path), dataset).reset_index(drop=True)
+    table = check_scores_match(read_scores(path), dataset).reset_index(drop=True)
+    declared = []
+    for column in table.columns:
+        try:
+            if isinstance(column, str) and column in METRICS.get(column).columns:
+                declared.append(column)
+        except UnknownNameError:
+            pass  # not a metric's column: compared when numeric (numeric_columns)
+    check_numeric_columns(table, declared)
+    return table
 
 
 def score_table(dataset, metric_names: list[str], files: list[str], options: dict, ctx,

@@ -936,6 +936,9 @@ def check_compare(args) -> None:
     for name in everything:
         if name != "full":
             SELECTORS.resolve(name)  # unknown names: did-you-mean
+    if "seed" in user_params(args):  # each trial's seed replaces it: it would be silently ignored
+        raise ValueError("--param seed: compare gives every selector the seed of each trial; use --seed N "
+                         "(repeatable) or --seeds N instead")
     options = plugin_options(args)
     quality = [m for m in QUALITY_METRICS if _registered(METRICS, m)][:1]  # the one compare scores answers with
     classes = built_classes(selectors=[n for n in everything if n != "full"],

@@ -255,8 +255,13 @@ class Renamed(argparse.Action):
 
 
 def check_pool(args, n_records: int, where: str) -> None:
-    """Once the pool is known (`load_data`): a budget must keep at least one of its records."""
+    """Once the pool is known (`load_data`): a budget must keep at least one of its records,
+    and a count cannot ask for more records than the pool has (it would quietly keep them all)."""
     from cherrybench.selectors import Budget
 
     if getattr(args, "budget", None) is not None:
-        Budget.parse(args.budget).check(n_records, f"records in {where}")
+        budget = Budget.parse(args.budget)
+        budget.check(n_records, f"records in {where}")
+        if not budget.is_fraction and budget.value > n_records:
+            raise ValueError(f"--budget {budget}: {where} has only {n_records} records; give a count up to "
+                             f"{n_records} or a fraction in (0, 1)")

@@ -234,7 +234,11 @@ def check_regress(args) -> None:
     from cherrybench.records import load_dataset
     from cherrybench.metrics import METRICS
     from cherrybench.runners.options import plugin_options
+    from cherrybench.outputs import check_output
 
+    # the rule file is written after every subset is trained: refuse an input or a directory now
+    eval_paths = [spec if Path(spec).exists() else spec.rpartition(":")[2] for spec in args.eval]
+    check_output(args.out, [*args.data, *eval_paths])
     names = parse_indicators(args.indicators)
     for flag, low in (("--subsets", 1), ("--subset-size", 1), ("--per-source", 0), ("--eval-limit", 0)):
         at_least(args, flag, low)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from cherrybench import manifest
-from cherrybench.outputs import SUBSET_SUFFIXES, atomic_write, check_output, check_scores_match, write_subset
+from cherrybench.outputs import (SUBSET_SUFFIXES, atomic_write, check_numeric_columns, check_output,
+                                 check_scores_match, write_subset)
 from cherrybench.records import Dataset
 from cherrybench.scoring import score
-from cherrybench.selectors.base import Budget, Selection, Selector
+from cherrybench.selectors.base import Budget, RankingSelector, Selection, Selector
 
 
 def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | None = None,
@@ -25,7 +26,12 @@ def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | 
     ids = [r.id for r in dataset.records]
     table = pd.DataFrame({"id": ids})
     if given is not None:
-        table = table.merge(given if checked else check_scores_match(given, dataset), on="id", how="left")
+        given = given if checked else check_scores_match(given, dataset)
+        read = [c for m in selector.requires() for c in m.columns]
+        if isinstance(selector, RankingSelector):
+            read.append(selector.score_column())
+        check_numeric_columns(given, dict.fromkeys(read))  # text in a score column: named, never cast
+        table = table.merge(given, on="id", how="left")
     needed = [m for m in selector.requires() if not set(m.columns) <= set(table.columns)]
     if needed:
         scored = score(dataset, needed, ctx)

@@ -19,6 +19,9 @@ class RandomSample(Selector):
     def __init__(self, seed: int = 0):
         self.seed = seed
 
+    def check_params(self) -> None:
+        self.check_number("seed", 0, integer=True)
+
     def select(self, scores, budget: Budget, ctx) -> Selection:
         k = budget.resolve(len(scores))
         rng = np.random.default_rng(self.seed)

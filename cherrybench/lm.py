@@ -144,28 +144,35 @@ class LanguageModel:
 
     def __init__(self, model: str | ModelRef | None = None, device: str | None = None,
                  batch_tokens: int | None = None, trust_remote_code: bool = False, packing: bool | None = None):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.ref.directory, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(self.ref.directory, trust_remote_code=trust_remote_code)
         kernel = attention_kernel(self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             self.ref.directory, dtype=self.dtype, trust_remote_code=trust_remote_code,
             **({"attn_implementation": kernel} if kernel else {}),
         ).to(self.device)
-        self.attention = getattr(self.model.config, "_attn_implementation", None)
-        # padding-free rows where the kernel skips what they mask; `packing=` overrides (tests, benchmarks)
-        self.packing = self.attention in FLASH_KERNELS if packing is None else packing
-        self.model.eval()
-        self.base = getattr(self.model, self.model.base_model_prefix)
-        self.head_rows = max(1, LOGITS_BUDGET // self.model.get_output_embeddings().weight.shape[0])  # per forward
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        model.eval()
+        self._attach(model, tokenizer, batch_tokens, packing)
+
+    def _attach(self, model, tokenizer, batch_tokens: int | None, packing: bool | None) -> None:
+        """What the batch methods read besides `device` and `dtype`, for `model` in memory
+        (a subclass over a model being trained calls this instead of loading one)."""
+        import torch
+
+        self.model, self.tokenizer = model, tokenizer
+        self.base = getattr(model, model.base_model_prefix)
+        self.head_rows = max(1, LOGITS_BUDGET // model.get_output_embeddings().weight.shape[0])  # per forward
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         self.generate_tokens = max(self.batch_tokens, default_generate_tokens(self.device))  # prompt + new tokens
+        self.attention = getattr(model.config, "_attn_implementation", None)
+        # padding-free rows where the kernel skips what they mask; `packing=` overrides (tests, benchmarks)
+        self.packing = self.attention in FLASH_KERNELS if packing is None else packing
         self.forward_calls = 0
         self._torch = torch
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cherrybench.finetune import Reselect
-from cherrybench.lm import LOGITS_BUDGET, LanguageModel, default_batch_tokens
+from cherrybench.lm import LanguageModel
 from cherrybench.records import Record
 from cherrybench.scoring import compute_rows
 from cherrybench.selectors.base import Budget
@@ -29,22 +29,12 @@ class LiveLM(LanguageModel):
     through its base model, whose layers carry the LoRA adapters."""
 
     def __init__(self, model, tokenizer, batch_tokens: int | None = None):
-        import torch
-
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         first = next(inner.parameters())
         self.ref = None
-        self.model = inner
         self.device = str(first.device)
         self.dtype = first.dtype
-        self.tokenizer = tokenizer
-        self.base = getattr(inner, inner.base_model_prefix)
-        self.head_rows = max(1, LOGITS_BUDGET // inner.get_output_embeddings().weight.shape[0])
-        pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
-        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
-        self.forward_calls = 0
-        self._torch = torch
+        self._attach(inner, tokenizer, batch_tokens, None)
 
 
 class _LiveContext:

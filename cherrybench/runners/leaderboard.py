@@ -623,6 +623,7 @@ EXTRA_MEANINGS = {
     "wins": "pairwise comparisons won (both answer orders agree), a count",
     "ties": "pairwise comparisons tied, a count",
     "losses": "pairwise comparisons lost, a count",
+    "tie_rate": "share of pairwise comparisons the judge tied, 0..1 (above 0.9: it cannot tell the answers apart)",
     "train_loss": "final training loss on the selected subset, nats (not comparable across subsets)",
 }
 

@@ -52,3 +52,40 @@ def test_interrupted_runs_end_killed_and_failures_failed(tmp_path, monkeypatch):
     status = {r.info.run_name: r.info.status for r in client.search_runs([exp])}
     assert status == {"p": "KILLED", "done": "FINISHED", "cut": "KILLED", "p2": "FAILED", "crash": "FAILED"}
     assert mlflow.active_run() is None
+
+
+@pytest.mark.slow  # an SQLite tracking store and a second Python process
+def test_runs_of_a_process_killed_outright_are_closed_by_the_next_run(tmp_path):
+    """SIGKILL leaves no chance to end a run: the next compare on this machine ends the
+    runs whose process is gone as KILLED, and leaves a live process's runs running."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("killed", artifact_location=(tmp_path / "art").as_uri())
+    opener = ("import sys, time, mlflow\n"
+              "from cherrybench.runners import tracking\n"
+              f"mlflow.set_tracking_uri({uri!r})\n"
+              f"with tracking.parent_run({exp!r}, sys.argv[1], 'cmd') as p:\n"
+              "    with tracking.trial_run(%r, p.info.run_id, sys.argv[1] + '-trial', 'k'):\n" % exp +
+              "        print('open', flush=True)\n"
+              "        time.sleep(600)\n")
+    procs = {}
+    for name in ("dead", "alive"):
+        procs[name] = subprocess.Popen([sys.executable, "-c", opener, name], stdout=subprocess.PIPE, text=True)
+        assert procs[name].stdout.readline().strip() == "open"
+    procs["dead"].kill()
+    procs["dead"].wait()
+    try:
+        status = lambda: {r.info.run_name: r.info.status for r in client.search_runs([exp])}  # noqa: E731
+        assert set(status().values()) == {"RUNNING"}  # SIGKILL: nothing ended them
+        mlflow.set_tracking_uri(uri)
+        assert tracking.close_orphans(client, exp) == 2
+        assert status() == {"dead": "KILLED", "dead-trial": "KILLED", "alive": "RUNNING", "alive-trial": "RUNNING"}
+        assert tracking.close_orphans(client, exp) == 0  # nothing left to close
+    finally:
+        procs["alive"].kill()
+        procs["alive"].wait()

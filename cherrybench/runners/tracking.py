@@ -24,6 +24,8 @@ MODEL_DIR_TAG = "cherrybench.model_dir"
 NAN_TAG = "cherrybench.nan."  # + metric name: why that metric is NaN (MLflow metrics carry no reason)
 NOTE_TAG = "cherrybench.note"  # a sentence the leaderboard adds to the trial's notes (e.g. a published subset's)
 AUDIT_NOTE_TAG = "cherrybench.audit_note"  # on a compare (parent) run: what its pool audit did, one sentence
+HOST_TAG = "cherrybench.host"  # the machine and process that opened a run: a rerun closes the runs
+PID_TAG = "cherrybench.pid"  # a killed process left RUNNING (`close_orphans`)
 # The experiment kind MLflow's tools read ("custom_model_development": model training, not GenAI). The
 # MLflow 3.x UI itself picks its view from `?workflowType=machine_learning` in the link (else the last
 # choice in the browser, GenAI by default), so `experiment_link` carries that too.
@@ -131,11 +133,47 @@ def audit_note(client, experiment: str) -> str | None:
     return run.data.tags.get(AUDIT_NOTE_TAG) if run else None
 
 
+def _owner() -> dict:
+    import socket
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def close_orphans(client, exp_id: str) -> int:
+    """Runs left RUNNING by a process that was killed outright (SIGKILL, a machine's end of
+    session: no chance to end them as KILLED) are ended KILLED, so the UI stops showing them
+    as running. Only runs this machine opened, whose process is gone; a run of another
+    machine, or of a live process (a comparison running beside this one), is left as it is."""
+    import socket
+
+    host = socket.gethostname()
+    runs = client.search_runs([exp_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                              max_results=10000)
+    closed = 0
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed += 1
+    return closed
+
+
 @contextmanager
 def parent_run(exp_id: str, name: str, command: str):
     import mlflow
 
-    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags={COMMAND_TAG: command, ROLE_TAG: "parent"}) as run:
+    with mlflow.start_run(experiment_id=exp_id, run_name=name,
+                          tags={COMMAND_TAG: command, ROLE_TAG: "parent", **_owner()}) as run:
         with _killed_on_interrupt():
             yield run
 
@@ -146,7 +184,7 @@ def trial_run(exp_id: str, parent_id: str, name: str, key: str, tags: dict | Non
     import mlflow
 
     with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent_id,
-                          tags={KEY_TAG: key, ROLE_TAG: "child", **(tags or {})}) as run:
+                          tags={KEY_TAG: key, ROLE_TAG: "child", **_owner(), **(tags or {})}) as run:
         with _killed_on_interrupt():
             yield run
 

@@ -153,3 +153,31 @@ def test_unknown_selector_lists_registered(capsys):
     assert compare_main(["--selectors", "ifd,nosuch", "--tracking-uri", "sqlite:///unused.db"]) == 2
     err = capsys.readouterr().err
     assert "unknown selector 'nosuch'" in err and "longest" in err
+
+
+@pytest.mark.slow
+def test_a_selection_that_keeps_nothing_is_a_row_not_a_crash(tmp_path, monkeypatch, capsys):
+    """AlpaGasus's 4.5 bar under a weak judge can keep no record: that trial trains nothing,
+    ends FINISHED with n_selected 0 and the reason, the others finish, the leaderboard shows
+    its row with the note, and a rerun skips it like any finished trial."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = ["--selectors", "longest,threshold", "--param", "column=response_length", "--param", "minimum=1000000",
+            "--experiment", "empty", "--tracking-uri", uri, "--no-baselines", "--pairwise-baseline", "longest",
+            *ARGS, "--gen-size", "0"]
+    assert compare_main(args) == 0
+    client = MlflowClient(uri)
+    children = {r.data.tags["cherrybench.selector"]: r for r in runs_of(client, "empty")
+                if r.data.tags.get("cherrybench.role") == "child"}
+    empty = children["threshold"]
+    assert empty.info.status == "FINISHED" and empty.data.metrics["n_selected"] == 0
+    assert "heldout.eval_loss" not in empty.data.metrics  # nothing trained, nothing evaluated
+    note = empty.data.tags["cherrybench.note"]  # why, from the selection's exclusion counts: all 12 of the pool
+    assert note.startswith("selected no record (") and note.endswith(": 12): nothing trained or evaluated")
+    assert children["longest"].data.metrics["n_selected"] == 4
+    board = (tmp_path / "leaderboards" / "empty.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith("| threshold |"))
+    assert "selected no record" in row
+    capsys.readouterr()
+    assert compare_main(args) == 0  # the rerun skips both
+    assert "[threshold-4-seed0] finished earlier" in capsys.readouterr().err

@@ -168,6 +168,20 @@ def test_a_trial_that_keeps_failing_is_logged_as_failed_and_the_others_finish(ra
     assert statuses == [("longest", "FINISHED"), ("longest_prompt", "FAILED"), ("longest_prompt", "FAILED")]
 
 
+@pytest.mark.slow  # starts Ray (the module's)
+def test_a_selection_that_keeps_nothing_starts_no_task(ray_cluster, tmp_path, files, capsys):
+    """An empty selection is logged by the driver as a finished trial of n_selected 0 with its
+    reason; no Ray task trains on nothing (before, it failed every attempt)."""
+    args = ["--selectors", "threshold", "--param", "column=response_length", "--param", "minimum=1000000",
+            "--no-baselines", "--gen-size", "0", "--engine", "ray"]
+    assert compare(tmp_path, "empty", files["pool"], files["eval"], *args) == 0
+    err = capsys.readouterr().err
+    assert "[threshold-2-seed0] selected no record (" in err and "started on Ray" not in err
+    (run,) = children(tmp_path, "empty")
+    assert run.info.status == "FINISHED" and run.data.metrics["n_selected"] == 0
+    assert run.data.tags["cherrybench.note"].endswith(": 8): nothing trained or evaluated")
+
+
 def test_max_retries_needs_engine_ray(tmp_path, files, capsys):
     assert compare(tmp_path, "x", files["pool"], files["eval"], "--max-retries", "1") == 2
     assert capsys.readouterr().err.strip().endswith("--max-retries needs --engine ray")

@@ -816,10 +816,25 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
     with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
         choice = choose_step(trial, comparison, ctx, options)
         log_choice(trial, choice, comparison, args)
+        if not choice.selection.ids:
+            log_empty(trial, choice)
+            return []
         records = trial_records(trial, choice.selection.ids, comparison)
         result = train_and_evaluate(ctx, trial, records, comparison, args, options, baseline_answers, choice.reselect)
         log_result(trial, result, choice, comparison, args)
     return choice.selection.ids
+
+
+def log_empty(trial: Trial, choice: Choice) -> None:
+    """A selection that kept no record (AlpaGasus's 4.5 bar under a weak judge): a result, not
+    an error. Nothing is trained or evaluated; the run ends FINISHED with n_selected 0 and a
+    note of why, so the leaderboard shows the row and a rerun skips it like any finished trial."""
+    excluded = choice.selection.report.get("excluded") or {}
+    why = ", ".join(f"{reason}: {n}" for reason, n in excluded.items() if n) or "no reason given"
+    note = f"selected no record ({why}): nothing trained or evaluated"
+    tracking.log_metrics({"n_selected": 0})
+    tracking.set_tag(tracking.NOTE_TAG, note)
+    print(f"[{trial.name}] {note}", file=sys.stderr)
 
 
 ERROR_TAG = "cherrybench.error"  # a trial that failed on Ray: its last error, one line (error.txt: in full)
@@ -873,6 +888,11 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
                 continue
             choice = choose_step(trial, comparison, ctx, options)
             selections[trial.name] = choice.selection.ids
+            if not choice.selection.ids:  # nothing to train: logged here, no task
+                with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+                    log_choice(trial, choice, comparison, args)
+                    log_empty(trial, choice)
+                continue
             records = trial_records(trial, choice.selection.ids, comparison)
             after = None
             if trial.selector == args.pairwise_baseline:

@@ -1082,9 +1082,7 @@ def run(args) -> int:
     client = tracking.check_tracking(uri)
     exp_id = tracking.experiment_id(client, args.experiment, uri)
     tracking.mark_model_training(client, exp_id)
-    closed = tracking.close_orphans(client, exp_id)
-    if closed:
-        print(f"{closed} run(s) left RUNNING by a killed process of this machine ended as KILLED", file=sys.stderr)
+    tracking.close_orphans(client, exp_id)
     comparison = load_comparison(args)
     args.seed = seeds[0]
     ctx = make_context(args)

@@ -277,9 +277,7 @@ def run(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     client = tracking.check_tracking(uri)
     exp_id = tracking.experiment_id(client, args.experiment, uri)
-    closed = tracking.close_orphans(client, exp_id)
-    if closed:
-        print(f"{closed} run(s) left RUNNING by a killed process of this machine ended as KILLED", file=sys.stderr)
+    tracking.close_orphans(client, exp_id)
     ctx = make_context(args)
     exp = prepare(args, ctx)
     base_fp = resolve_model(exp.train.model).fingerprint

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +166,8 @@ def close_orphans(client, exp_id: str) -> int:
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             client.set_terminated(run.info.run_id, "KILLED")
             closed += 1
+    if closed:
+        print(f"{closed} run(s) left RUNNING by a killed process of this machine ended as KILLED", file=sys.stderr)
     return closed
 
 

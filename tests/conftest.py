@@ -214,13 +214,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 (SQLite store, local artifacts), one per test module."""
-    root = tmp_path_factory.mktemp("mlflow")
+def start_mlflow_server(root: Path):
+    """A real `mlflow server` on 127.0.0.1 (SQLite store under `root`), started and answering:
+    (process, url). It runs in its own process group under a shell that stops the group when
+    this test process is gone, so a killed pytest leaves no server behind."""
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+    watch = ('"$0" "$@" & server=$!; while kill -0 {ppid} 2>/dev/null && kill -0 $server 2>/dev/null; '
+             'do sleep 1; done; kill -TERM 0').format(ppid=os.getpid())
+    proc = subprocess.Popen(["sh", "-c", watch, str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                              "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -230,17 +232,29 @@ def mlflow_server(tmp_path_factory):
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return proc, url
         except OSError:
             pass
         if time.time() > deadline or proc.poll() is not None:
-            proc.kill()
+            stop_mlflow_server(proc)
             raise RuntimeError("mlflow server did not start")
         time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, 15)
+
+
+def stop_mlflow_server(proc) -> None:
     try:
+        os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
     except subprocess.TimeoutExpired:  # a loaded machine: stopping is not what the tests check
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite store, local artifacts), one per test module."""
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    stop_mlflow_server(proc)

@@ -41,30 +41,49 @@ def tracking_uri(cli_value: str | None) -> str:
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def check_tracking(uri: str, timeout_s: int = 5):
-    """Connect now and fail with a clear message if the store cannot be reached."""
+PROBE_TIMEOUTS_S = (5, 5, 10)  # a server that is up but slow (a loaded machine) gets three tries, ~22 s at most
+
+
+def check_tracking(uri: str, timeouts_s: tuple[int, ...] = PROBE_TIMEOUTS_S):
+    """Connect now and fail with a clear message if the store cannot be reached.
+    A tracking server is tried once per entry of `timeouts_s`, a second apart, because a
+    loaded server can miss one short timeout; a local store is tried once (its errors last)."""
+    import time
+
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    # no retries and a short timeout for this probe only; later logging keeps MLflow's own retry policy
+    tries = timeouts_s if uri.lower().startswith(("http://", "https://")) else timeouts_s[:1]
+    for attempt, timeout_s in enumerate(tries, 1):
+        try:
+            return _probe(uri, timeout_s)
+        except Exception as exc:  # any failure here means no run could be logged
+            if attempt < len(tries):
+                time.sleep(1)
+                continue
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
+            tried = f" after {len(tries)} tries" if len(tries) > 1 else ""
+            raise ConnectionError(f"MLflow tracking store {uri} is unreachable{tried} ({type(exc).__name__}: {text}); "
+                                  "start it or pass another --tracking-uri") from None
+
+
+def _probe(uri: str, timeout_s: int):
+    """One request with a short timeout and no retries; later logging keeps MLflow's own retry policy."""
+    from mlflow.tracking import MlflowClient
+
     probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
     saved = {k: os.environ.get(k) for k in probe}
     os.environ.update(probe)
     try:
         client = MlflowClient(uri)  # MLflow refuses some stores here already (a file store, an unknown scheme)
         client.search_experiments(max_results=1)
-    except Exception as exc:  # any failure here means no run could be logged
-        text = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise ConnectionError(f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {text}); "
-                              "start it or pass another --tracking-uri") from None
+        return client
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return client
 
 
 def experiment_id(client, name: str, uri: str) -> str:

@@ -178,6 +178,9 @@ def test_a_selection_that_keeps_nothing_is_a_row_not_a_crash(tmp_path, monkeypat
     board = (tmp_path / "leaderboards" / "empty.md").read_text()
     row = next(line for line in board.splitlines() if line.startswith("| threshold |"))
     assert "selected no record" in row
-    capsys.readouterr()
+    err = capsys.readouterr().err  # one line per trial: how many of the comparison's are done
+    assert "[longest-4-seed0] finished: 1 of 2 trials, " in err and "about " in err
+    assert "[threshold-4-seed0] selected no record: 2 of 2 trials, " in err
     assert compare_main(args) == 0  # the rerun skips both
-    assert "[threshold-4-seed0] finished earlier" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[threshold-4-seed0] finished earlier" in err and " of 2 trials" not in err

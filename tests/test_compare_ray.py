@@ -164,6 +164,7 @@ def test_a_trial_that_keeps_failing_is_logged_as_failed_and_the_others_finish(ra
     assert compare(tmp_path, "fails", files["long_pool"], files["eval"], *args) == 1  # the rerun retries only it
     err = capsys.readouterr().err
     assert "[longest-2-seed0] finished earlier" in err and "[longest-2-seed0] started on Ray" not in err
+    assert "[longest_prompt-2-seed0] FAILED: 2 of 2 trials (1 finished earlier), " in err
     statuses = sorted((r.data.tags["cherrybench.selector"], r.info.status) for r in children(tmp_path, "fails"))
     assert statuses == [("longest", "FINISHED"), ("longest_prompt", "FAILED"), ("longest_prompt", "FAILED")]
 

@@ -27,6 +27,7 @@ from cherrybench.outputs import write_subset
 from cherrybench.records import Dataset, Record, Turn, records_fingerprint
 from cherrybench.runners import plots, tracking
 from cherrybench.runners.options import add_tracking_arguments, add_training_arguments, train_config_from_args
+from cherrybench.runners.trial_progress import TrialProgress
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
@@ -803,11 +804,12 @@ def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Co
 
 
 def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Comparison, ctx, args, options: dict,
-              baseline_answers: dict) -> list[str]:
+              baseline_answers: dict, progress: TrialProgress) -> list[str]:
     """One trial end to end, or its ids from the finished run when it ran before. Returns the selected ids."""
     done = tracking.finished_trial(client, exp_id, trial.key)
     if done is not None:
         print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
+        progress.skip()
         model_dir = Path(done.data.tags.get(tracking.MODEL_DIR_TAG, ""))
         if trial.selector == args.pairwise_baseline and model_dir.is_dir():
             baseline_answers.update(answers_step(model_dir, comparison, args, ctx))
@@ -818,10 +820,12 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         log_choice(trial, choice, comparison, args)
         if not choice.selection.ids:
             log_empty(trial, choice)
+            progress.finish(trial.name, "selected no record")
             return []
         records = trial_records(trial, choice.selection.ids, comparison)
         result = train_and_evaluate(ctx, trial, records, comparison, args, options, baseline_answers, choice.reselect)
         log_result(trial, result, choice, comparison, args)
+    progress.finish(trial.name)
     return choice.selection.ids
 
 
@@ -846,7 +850,7 @@ class TrialFailed(Exception):
 
 
 def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison: Comparison, ctx, args,
-                      options: dict) -> tuple[dict[str, list[str]], list[str]]:
+                      options: dict, progress: TrialProgress) -> tuple[dict[str, list[str]], list[str]]:
     """`--engine ray`: each trial's `train_and_evaluate` is one Ray task (cherrybench.runners.ray_trials);
     its selection and all its MLflow logging stay in this process, so no worker touches the
     tracking store. A trial judged pairwise against the baseline starts once that baseline
@@ -882,6 +886,7 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
             done = tracking.finished_trial(client, exp_id, trial.key)
             if done is not None:
                 print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
+                progress.skip()
                 if trial.selector == args.pairwise_baseline:
                     answers.update(tracking.read_json_artifact(done, "answers.json"))
                 selections[trial.name] = tracking.read_json_artifact(done, "selected_ids.json")
@@ -892,6 +897,7 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
                 with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
                     log_choice(trial, choice, comparison, args)
                     log_empty(trial, choice)
+                progress.finish(trial.name, "selected no record")
                 continue
             records = trial_records(trial, choice.selection.ids, comparison)
             after = None
@@ -916,9 +922,11 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
                 if trial.selector == args.pairwise_baseline:  # the trials judged against it start now
                     answers.update({name: table["answer"].tolist() for name, table in done.result.answers.items()})
                 log_result(trial, done.result, choice, comparison, args)
+            progress.finish(trial.name)
         except TrialFailed as exc:
             failed.append(trial.name)
             print(f"[{trial.name}] FAILED after {done.attempts} attempts: {exc}", file=sys.stderr)
+            progress.finish(trial.name, "FAILED")
             if trial.selector == args.pairwise_baseline and args.gen_size > 0:
                 log.warning("pairwise baseline %s failed: the trials of its seed and budget get no winning scores",
                             trial.name)
@@ -1107,15 +1115,17 @@ def run(args) -> int:
         tracking.log_dataset(records_frame(comparison.pool.records), "pool", comparison.pool.fingerprint, "training")
         log_eval_inputs(comparison)
         log_audit(audited, args)
-        schedule = trials(names, seeds, comparison, getattr(args, "full_seeds", None))
+        schedule = list(trials(names, seeds, comparison, getattr(args, "full_seeds", None)))
+        progress = TrialProgress(len(schedule))
         failed: list[str] = []
         if getattr(args, "engine", "local") == "ray":  # each trial's fine-tune and evaluation is a Ray task
             selections, failed = run_trials_on_ray(client, exp_id, parent.info.run_id, schedule, comparison, ctx,
-                                                   args, options)
-            schedule = ()
+                                                   args, options, progress)
+            schedule = []
         for trial, answers in schedule:
             trial.key = trial_key(trial, comparison, args, options)
-            ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers)
+            ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers,
+                            progress)
             selections[trial.name] = ids
         if failed:
             tracking.set_tag("cherrybench.failed_trials", ",".join(failed))

@@ -18,7 +18,7 @@ from cherrybench.cli import main as cli_main
 from cherrybench.finetune import training_summary
 from cherrybench.records import load_dataset
 from cherrybench.runners import tracking
-from cherrybench.runners.compare import VERDICT_NUMBERS, leaderboard_metrics
+from cherrybench.runners.leaderboard_mlflow import VERDICT_NUMBERS, leaderboard_metrics
 
 
 def context(dataset_input) -> str | None:

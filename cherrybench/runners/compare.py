@@ -27,7 +27,9 @@ from cherrybench.outputs import write_subset
 from cherrybench.records import Dataset, Record, Turn, records_fingerprint
 from cherrybench.runners import plots, tracking
 from cherrybench.runners.options import add_tracking_arguments, add_training_arguments, train_config_from_args
+from cherrybench.runners.leaderboard_mlflow import leaderboard_metrics, leaderboard_view
 from cherrybench.runners.trial_progress import TrialProgress
+from cherrybench.runners.trial_tables import answers_view, log_eval_inputs, losses_view, records_frame
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
@@ -298,7 +300,7 @@ def log_audit(audited: PoolAudit | None, args) -> None:
                **{f"audit.dropped.{reason}": len(ids) for reason, ids in audited.dropped.items()}}
     for level, per in info["counts"].items():
         for name, counts in per.items():
-            metrics.update({_key("audit", level, name, what): value for what, value in counts.items()})
+            metrics.update({tracking.metric_name("audit", level, name, what): value for what, value in counts.items()})
     tracking.log_metrics(metrics)
     tracking.log_files(lambda tmp: write_audit(audited.result, {n: tmp / n for n in REPORT_FILES}, "the pool",
                                                audited.dropped), "audit")
@@ -521,121 +523,6 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
 
 
 # -- what the MLflow UI shows ---------------------------------------------------
-TEXT_LIMIT = 500  # characters of a prompt, reference or answer kept in a logged table or dataset
-VERDICT_NUMBERS = {"better": 1, "no difference": 0, "worse": -1}  # verdict metrics: 1 = better than the reference
-
-
-def _short(texts) -> list[str]:
-    """Each text cut to TEXT_LIMIT characters (an ellipsis says where); None as ''."""
-    texts = ["" if t is None else str(t) for t in texts]
-    return [t if len(t) <= TEXT_LIMIT else t[: TEXT_LIMIT - 1] + "…" for t in texts]
-
-
-def records_frame(records: list[Record]):
-    """A small frame of records for a logged dataset input: id, first question, its answer (cut)."""
-    import pandas as pd
-
-    return pd.DataFrame({"id": [r.id for r in records], "instruction": _short(r.turns[0].query for r in records),
-                         "answer": _short(r.turns[0].output for r in records)})
-
-
-def log_eval_inputs(comparison: Comparison) -> None:
-    for eval_set in comparison.evals:
-        tracking.log_dataset(records_frame(eval_set.records), eval_set.name, records_fingerprint(eval_set.records),
-                             "eval")
-
-
-def answers_view(table):
-    """The per-answer table as the UI shows it: texts cut, the scores without their reason columns."""
-    view = table[[c for c in ("id", "prompt", "reference", "answer", "judge_quality", "rouge_l",
-                              "embedding_similarity") if c in table.columns]].copy()
-    for column in ("prompt", "reference", "answer"):
-        view[column] = _short(view[column])
-    return view
-
-
-def losses_view(per_record, eval_set: EvalSet):
-    """The per-record eval losses with each record's prompt and reference answer."""
-    import pandas as pd
-
-    texts = pd.DataFrame({"id": [r.id for r in eval_set.records],
-                          "prompt": _short(r.turns[0].query for r in eval_set.records),
-                          "reference": _short(r.turns[0].output for r in eval_set.records)}).drop_duplicates("id")
-    view = per_record.rename(columns={"loss_mean": "answer_loss"}).merge(texts, on="id", how="left")
-    return view[[c for c in ("id", "prompt", "reference", "answer_loss", "n_tokens", "reason", "judge_quality",
-                              "rouge_l", "embedding_similarity") if c in view.columns]]
-
-
-def _key(*parts) -> str:
-    """A metric name from parts: characters MLflow refuses in a name become `_`."""
-    return ".".join(re.sub(r"[^\w\-. /]", "_", str(p)) for p in parts)
-
-
-def leaderboard_metrics(board) -> dict[str, float]:
-    """The leaderboard as parent-run metrics, named to sort and filter by budget, then selector:
-    `b<budget>.<selector>.<headline>` (with `.ci_low`, `.ci_high`) and per reference
-    `b<budget>.<selector>.vs_<random|full>.delta|ci_low|ci_high|p_holm|verdict`, the verdict
-    as 1 (better than the reference), 0 (no difference), -1 (worse). Values that do not
-    exist (a selector against itself, no CI, no test) are left out."""
-    if not board.headline or board.table.empty:
-        return {}
-    h, metrics = board.headline, {}
-    for row in board.table.to_dict("records"):
-        prefix = ("b" + str(row["budget"]), row["selector"])
-        values = {h: row.get(h), f"{h}.ci_low": row.get(f"{h}_ci_low"), f"{h}.ci_high": row.get(f"{h}_ci_high")}
-        for ref in ("random", "full"):
-            values.update({f"vs_{ref}.{k}": row.get(f"vs_{ref}_{k}") for k in ("delta", "ci_low", "ci_high", "p_holm")})
-            values[f"vs_{ref}.verdict"] = VERDICT_NUMBERS.get(row.get(f"verdict_vs_{ref}"))
-        for column in board.answers:  # answer scores against references: `<set>.rouge_l`, its CI and vs random
-            values.update({column: row.get(column), f"{column}.ci_low": row.get(f"{column}_ci_low"),
-                           f"{column}.ci_high": row.get(f"{column}_ci_high"),
-                           f"{column}.vs_random.delta": row.get(f"{column}_vs_random_delta"),
-                           f"{column}.vs_random.verdict": VERDICT_NUMBERS.get(row.get(f"{column}_verdict_vs_random"))})
-        metrics.update({_key(*prefix, name): float(v) for name, v in values.items()
-                        if v is not None and np.isfinite(float(v))})
-    return metrics
-
-
-def _interval(value, low, high, fmt: str) -> str:
-    if value is None or not np.isfinite(value):
-        return ""
-    return format(value, fmt) + (f" [{low:{fmt}}, {high:{fmt}}]" if np.isfinite(low) and np.isfinite(high) else "")
-
-
-def leaderboard_view(board):
-    """The leaderboard as the table the parent run shows, one short cell per judgement: per
-    budget and selector the headline with its 95% CI, and against random and full the delta
-    with its CI and the verdict. Column names carry no `.` (the UI's table reads one as a
-    path); the full-precision numbers (p_holm too) are the parent's metrics and the CSV."""
-    import pandas as pd
-
-    h = board.headline
-    rows = []
-    for row in board.table.to_dict("records"):
-        out = {"budget": row["budget"], "selector": row["selector"]}
-        if h:
-            out[f"{h.replace('.', ' ')} [95% CI]"] = _interval(row.get(h), row.get(f"{h}_ci_low"),
-                                                               row.get(f"{h}_ci_high"), ".3f")
-            for ref in ("random", "full"):
-                verdict = row.get(f"verdict_vs_{ref}")
-                out[f"Δ vs {ref} [95% CI]"] = "—" if row["selector"] == ref else _interval(
-                    row.get(f"vs_{ref}_delta"), row.get(f"vs_{ref}_ci_low"), row.get(f"vs_{ref}_ci_high"), "+.3f")
-                out[f"verdict vs {ref}"] = "—" if row["selector"] == ref else (
-                    verdict if isinstance(verdict, str) else "")
-        for column in board.answers:
-            name = column.replace(".", " ")
-            out[f"{name} [95% CI]"] = _interval(row.get(column), row.get(f"{column}_ci_low"),
-                                                row.get(f"{column}_ci_high"), ".3f")
-            verdict = row.get(f"{column}_verdict_vs_random")
-            out[f"{name} verdict vs random"] = "—" if row["selector"] == "random" else (
-                verdict if isinstance(verdict, str) else "")
-        n = row.get("n_selected")
-        out.update({"n_selected": "" if n is None or not np.isfinite(n) else f"{n:g}", "seeds": row.get("seeds"),
-                    "notes": row.get("notes") or ""})
-        rows.append(out)
-    return pd.DataFrame(rows)
-
-
 def trial_manifest(trial: Trial, selection, params: dict, comparison: Comparison, subset_file: Path,
                    report_file: Path, command: str | None, audit: dict | None = None) -> dict:
     """The provenance manifest logged beside the trial's subset (cherrybench.manifest); its input

@@ -242,6 +242,13 @@ def log_metrics(metrics: dict) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
 
 
+def metric_name(*parts) -> str:
+    """A metric name from parts joined by `.`: characters MLflow refuses in a name become `_`."""
+    import re
+
+    return ".".join(re.sub(r"[^\w\-. /]", "_", str(p)) for p in parts)
+
+
 def log_step_metrics(name: str, values, first_step: int = 1) -> None:
     """A metric's history on the active run, one point per step (a chart in the UI,
     e.g. the training loss at each logged optimizer step); non-finite values are skipped."""

@@ -34,6 +34,16 @@ class Context:
             self._resources[key] = factory()
         return self._resources[key]
 
+    def precision(self, plugin=None) -> str:
+        """The float type language-model work runs in (`float32` on CPU, `bfloat16` on CUDA): on
+        this process's device, or on the Ray workers' where the engine runs `plugin` there.
+        Scores computed in another precision differ slightly, so it is part of their cache key."""
+        from cherrybench.models import pick_device, precision_name
+
+        if self.engine is not None and plugin is not None and self.engine.takes(plugin):
+            return self.engine.precision(self.device)
+        return precision_name(pick_device(self.device))
+
     def model_ref(self, spec: str | None = None) -> ModelRef:
         spec = spec or self.model
         key = str(spec)

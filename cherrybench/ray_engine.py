@@ -166,12 +166,28 @@ class RayEngine:
             ray.shutdown()
             self.started = False
 
+    def precision(self, device: str | None) -> str:
+        """The float type the workers' language models run in: that of `device` when one is set,
+        else of CUDA where the workers get GPUs, else of the CPU (`_map` gives them that device)."""
+        from cherrybench.models import precision_name
+
+        if device:
+            return precision_name(device)
+        self.connect()
+        return precision_name("cuda" if self._gpus_each()[0] else "cpu")
+
+    def _gpus_each(self) -> tuple[float, float]:
+        """(GPUs each worker gets, GPUs of the cluster)."""
+        import ray
+
+        gpus = ray.cluster_resources().get("GPU", 0)
+        return (self.gpus_per_worker if self.gpus_per_worker is not None else (1 if gpus else 0)), gpus
+
     def plan(self) -> tuple[int, float]:
         """(workers, GPUs each): one GPU a worker where the cluster has GPUs, else CPU workers."""
         import ray
 
-        gpus = ray.cluster_resources().get("GPU", 0)
-        per_worker = self.gpus_per_worker if self.gpus_per_worker is not None else (1 if gpus else 0)
+        per_worker, gpus = self._gpus_each()
         if per_worker > gpus:
             raise ValueError(f"--gpus-per-worker {per_worker}: the Ray cluster has {gpus:g} GPUs")
         workers = self.workers or (max(1, int(gpus // per_worker)) if per_worker else 1)

@@ -90,14 +90,46 @@ def test_long_fields_are_cut_but_the_template_end_stays(ctx, lm):
     assert np.isfinite(judge.compute([long], ctx)["deita_quality"].iloc[0])
 
 
-def test_a_digit_that_is_not_one_token_is_an_error():
-    split_six = SimpleNamespace(encode=lambda s: [7, 8] if s == "6" else [int(s)], ref=SimpleNamespace(spec="toy"))
-    with pytest.raises(ValueError, match="digit 6 is 2 tokens"):
-        digit_token_ids(split_six, 1, 6)
+def sentencepiece_like(digits: str):
+    """A real fast tokenizer with Llama-2's normalizer (a "▁" prepended, spaces as "▁"): a lone
+    digit encodes as ["▁", digit]; the digits in `digits` have a piece of their own."""
+    from tokenizers import Tokenizer, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "▁": 1, **{d: 2 + i for i, d in enumerate(digits)}}
+    for ch in "Score:":
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+    return SimpleNamespace(tokenizer=tokenizer, ref=SimpleNamespace(spec="sentencepiece-like"),
+                           encode=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_a_digit_after_a_prepended_space_piece_reads_its_own_piece():
+    lm = sentencepiece_like("123456")
+    assert lm.encode("1") == [1, lm.tokenizer.convert_tokens_to_ids("1")]  # two tokens alone
+    ids = digit_token_ids(lm, 1, 6)
+    # what the model emits after the prompt: the last token of "Score: 1" .. "Score: 6"
+    assert ids == [lm.encode(f"Score: {d}")[-1] for d in range(1, 7)]
+    assert len(set(ids)) == 6
+
+
+def test_a_digit_without_a_token_of_its_own_is_an_error():
+    lm = sentencepiece_like("12345")  # no "6"
+    assert lm.encode("6") == [1, 0]  # "▁" and <unk>
+    with pytest.raises(ValueError, match="digit 6 is 2 tokens .* and no token of its own"):
+        digit_token_ids(lm, 1, 6)
     with pytest.raises(ValueError, match="0 <= low < high <= 9"):
-        digit_token_ids(split_six, 1, 10)
+        digit_token_ids(lm, 1, 10)
 
 
+def test_a_digit_that_encodes_as_unknown_is_an_error():
+    lm = sentencepiece_like("12345")
+    plain = SimpleNamespace(tokenizer=lm.tokenizer, ref=lm.ref, encode=lambda text: lm.encode(text)[1:])  # no "▁"
+    assert plain.encode("6") == [0]
+    with pytest.raises(ValueError, match="digit 6 is 1 tokens"):
+        digit_token_ids(plain, 1, 6)
 @pytest.mark.slow
 def test_subclassing_for_another_prompt(ctx):
     class Naturalness(PromptJudge):

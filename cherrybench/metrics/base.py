@@ -15,6 +15,7 @@ from cherrybench.registry import Registry
 from cherrybench.scoring import is_per_record
 
 NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
+LANGUAGE_MODEL_NEEDS = ("lm", "judge")  # run through `Context.lm`, in the device's precision (embedders, reward: fp32)
 # bumped when the scoring core or engine changes what metrics output (2: blank answers are NaN
 # empty_answer; logits from the model's own head, so Granite, Cohere and the like change)
 SCORING_CORE_VERSION = 2
@@ -65,6 +66,10 @@ class Metric(Parameterized):
         params = {k: v for k, v in self.get_params().items() if k not in self.volatile}
         payload = {"metric": self.name, "version": self.version, "core": SCORING_CORE_VERSION, "params": params,
                    "models": self.fingerprints(ctx)}
+        if set(self.needs) & set(LANGUAGE_MODEL_NEEDS):  # bf16 scores on CUDA differ from fp32 ones on a CPU
+            precision = ctx.precision(self)
+            if precision != "float32":  # the reference precision keeps the keys it always had
+                payload["precision"] = precision
         plugin_sources = _plugin_sources(type(self))
         if plugin_sources:  # a plugin's compute may change without a version bump
             payload["plugin_source"] = plugin_sources

@@ -4,8 +4,8 @@ sampling) and take the expected value `sum_i i * softmax(logit_i)` (SPEC, Deita)
 
 `PromptJudge` is the reusable base: a subclass (or the generic `judge` metric)
 names a template with `{instruction}`, `{input}`, `{query}`, `{output}` and
-`{system}` fields and a digit range. A digit that is not exactly one token of
-the judge's tokenizer is an error at start-up, never a silent constant.
+`{system}` fields and a digit range. A digit that has no token of its own in the
+judge's tokenizer is an error at start-up, never a silent constant.
 """
 
 from __future__ import annotations
@@ -25,15 +25,22 @@ FIELDS = ("instruction", "input", "query", "output", "system")
 
 
 def digit_token_ids(lm, low: int, high: int) -> list[int]:
-    """Token id of each score digit low..high; raises when one is not a single token."""
+    """Token id of each score digit low..high; raises when one is not a single token.
+    A SentencePiece tokenizer that prepends "▁" (Llama, Mistral: the released Deita scorers)
+    encodes a lone "1" as ["▁", "1"]; its bare digit piece, what the model emits after the
+    prompt, is then found in the vocabulary."""
     if not 0 <= low < high <= 9:
         raise ValueError(f"judge digits must satisfy 0 <= low < high <= 9, got {low}..{high}")
     ids = []
     for digit in range(low, high + 1):
         tokens = lm.encode(str(digit))
-        if len(tokens) != 1:
-            raise ValueError(f"judge model {lm.ref.spec!r}: the score digit {digit!r} is {len(tokens)} tokens "
-                             f"({tokens}), not one; its expected-value readout is undefined for this tokenizer")
+        if len(tokens) != 1 or tokens[0] == lm.tokenizer.unk_token_id:
+            piece = lm.tokenizer.convert_tokens_to_ids(str(digit))
+            if piece is None or piece == lm.tokenizer.unk_token_id:
+                raise ValueError(f"judge model {lm.ref.spec!r}: the score digit {digit!r} is {len(tokens)} tokens "
+                                 f"({tokens}) and no token of its own; its expected-value readout is undefined "
+                                 "for this tokenizer")
+            tokens = [piece]
         ids.append(tokens[0])
     return ids
 

@@ -9,11 +9,14 @@ match. Its tokenizer lowercases and keeps only [a-z0-9] runs, so text in a
 non-Latin script has no tokens at all.
 
 A record that cannot be scored is NaN, never 0 (a 0 would count as a wrong
-answer), with a parallel reason: "empty_reference", "empty_prediction" (blank
-text), "reference_without_tokens" (ROUGE-L: nothing left after tokenizing),
-"zero_vector" or "non_finite_vector" (cosine). None means scored. A prediction
-with text but no ROUGE tokens ("...") is an answer sharing nothing with the
-reference: 0, no reason.
+answer), with a parallel reason: "empty_reference", "reference_without_tokens"
+(ROUGE-L: nothing left after tokenizing), "zero_vector" or "non_finite_vector"
+(cosine). None means scored. Whether a record can be scored depends on its
+reference alone, so every model is scored on the same records. An empty answer,
+or one with text but no ROUGE tokens ("..."), is an answer that shares nothing
+with the reference: 0 for both metrics (ours; `rouge-score` gives 0 too), so a
+model that stays silent on the prompts it finds hard is not averaged over its
+easy ones.
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> tuple[np.n
     for i, (pred, ref) in enumerate(zip(predictions, references)):
         if _blank(ref):
             reasons.append("empty_reference")
-        elif _blank(pred):
-            reasons.append("empty_prediction")
         elif not _tokens(ref):  # the scorer's tokenization, stemming aside
             reasons.append("reference_without_tokens")
+        elif _blank(pred):
+            values[i] = 0.0  # said nothing: shares nothing with the reference
+            reasons.append(None)
         else:
             values[i] = scorer.score(ref, pred)["rougeL"].fmeasure  # score(target, prediction)
             reasons.append(None)
@@ -68,7 +72,8 @@ def embedding_similarity(pred_vectors, ref_vectors, predictions: Sequence[str] |
                          references: Sequence[str] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Cosine similarity of each prediction's embedding with its reference's,
     and the reason for each NaN (None where scored). Give the texts too, so a
-    blank one is NaN rather than the cosine of an embedded empty string."""
+    blank reference is NaN and a blank prediction 0, rather than the cosine of
+    an embedded empty string."""
     p = np.asarray(pred_vectors, dtype=float)
     r = np.asarray(ref_vectors, dtype=float)
     if p.ndim != 2 or p.shape != r.shape:
@@ -84,7 +89,9 @@ def embedding_similarity(pred_vectors, ref_vectors, predictions: Sequence[str] |
         if references is not None and _blank(references[i]):
             reasons.append("empty_reference")
         elif predictions is not None and _blank(predictions[i]):
-            reasons.append("empty_prediction")
+            values[i] = 0.0  # said nothing: unrelated to the reference
+            reasons.append(None)
+            continue
         elif not np.isfinite(norms[i]):
             reasons.append("non_finite_vector")
         elif norms[i] == 0:

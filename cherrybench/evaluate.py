@@ -54,9 +54,20 @@ def eval_losses(model, records: list[Record], prompt: str = "alpaca", max_length
 
 
 def pooled_loss(per_record) -> float:
-    """The answer-token mean over all records (each token counts once); NaN if none."""
-    tokens = per_record["n_tokens"].sum()
-    return float(per_record["loss_sum"].sum(min_count=1) / tokens) if tokens else float("nan")
+    """The answer-token mean over all records (each token counts once); NaN if none, and NaN
+    when a record with answer tokens has no finite loss (see `pooled_loss_problem`)."""
+    return float("nan") if pooled_loss_problem(per_record) else float(
+        per_record.loc[per_record["n_tokens"] > 0, "loss_sum"].sum() / per_record["n_tokens"].sum())
+
+
+def pooled_loss_problem(per_record) -> str | None:
+    """Why the pooled loss is NaN: no record has an answer token, or some that have one got a
+    non-finite loss (a diverged fine-tune), which must not count as a loss of 0."""
+    scored = per_record["n_tokens"] > 0
+    if not scored.any():
+        return "no_answer_tokens"
+    bad = int((~np.isfinite(per_record.loc[scored, "loss_sum"].to_numpy(float))).sum())
+    return f"non_finite_loss on {bad} of {int(scored.sum())} records" if bad else None
 
 
 EVAL_LOSSES_VERSION = 1

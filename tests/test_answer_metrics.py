@@ -36,14 +36,17 @@ def test_rouge_l_matches_library():
     assert 0 < values.min() and values.max() < 1  # the cases are partial matches
 
 
-def test_rouge_l_unscorable_records_are_nan():
-    preds = ["", "   ", "an answer", "", "日本語の答え", "...", "fine"]
-    refs = ["a reference", "a reference", "", "", "東京", "a reference", "fine"]
+def test_rouge_l_unscorable_references_are_nan_and_empty_answers_zero():
+    preds = ["", "   ", "an answer", "", "日本語の答え", "...", "fine", ""]
+    refs = ["a reference", "a reference", "", "", "東京", "a reference", "fine", "東京"]
     values, reasons = rouge_l(preds, refs)
-    assert reasons == ["empty_prediction", "empty_prediction", "empty_reference", "empty_reference",
-                       "reference_without_tokens", None, None]
-    assert np.isnan(values[:5]).all()
-    assert values[5] == 0.0  # text without a word in common: a real zero
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert reasons == [None, None, "empty_reference", "empty_reference", "reference_without_tokens", None, None,
+                       "reference_without_tokens"]
+    assert np.isnan(values[2:5]).all() and np.isnan(values[7])  # the reference decides: the same for every model
+    # said nothing, or text without a word in common: a real zero, as rouge-score itself scores it
+    assert list(values[[0, 1, 5]]) == [0.0, 0.0, 0.0] == [scorer.score("a reference", p)["rougeL"].fmeasure
+                                                         for p in ("", "   ", "...")]
     assert values[6] == 1.0
     with pytest.raises(ValueError):
         rouge_l(["a"], ["a", "b"])
@@ -63,7 +66,7 @@ def test_embedding_similarity():
 def test_embedding_similarity_blank_texts():
     p = np.ones((3, 4))
     values, reasons = embedding_similarity(p, p, predictions=["ok", " ", "ok"], references=["ok", "ok", ""])
-    assert reasons == [None, "empty_prediction", "empty_reference"]
-    assert values[0] == pytest.approx(1.0) and np.isnan(values[1:]).all()
+    assert reasons == [None, None, "empty_reference"]
+    assert values[0] == pytest.approx(1.0) and values[1] == 0.0 and np.isnan(values[2])  # said nothing: unrelated
     with pytest.raises(ValueError):
         embedding_similarity(np.ones((2, 3)), np.ones((2, 4)))

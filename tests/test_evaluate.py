@@ -44,3 +44,17 @@ def test_per_record_losses_equal_the_models_own_forward_and_pool_by_tokens(ctx, 
     assert pooled_loss(table) == pytest.approx(pooled, rel=1e-6)
     assert eval_loss(None, RECORDS, max_length=128, ctx=ctx) == pytest.approx(pooled, rel=1e-6)
     assert pooled != pytest.approx(np.nanmean(table["loss_mean"]), rel=1e-3)  # not a mean of record means
+
+
+def test_a_non_finite_loss_makes_the_pooled_loss_nan_with_its_reason():
+    import pandas as pd
+
+    from cherrybench.evaluate import pooled_loss_problem
+
+    table = pd.DataFrame({"id": ["a", "b", "c"], "n_tokens": [4, 0, 2], "loss_sum": [8.0, np.nan, 3.0]})
+    assert pooled_loss(table) == pytest.approx(11.0 / 6) and pooled_loss_problem(table) is None  # b: no tokens
+    diverged = table.assign(loss_sum=[8.0, np.nan, np.nan])  # c has tokens but no loss: not a loss of 0
+    assert np.isnan(pooled_loss(diverged))
+    assert pooled_loss_problem(diverged) == "non_finite_loss on 1 of 2 records"
+    empty = table.assign(n_tokens=[0, 0, 0])
+    assert np.isnan(pooled_loss(empty)) and pooled_loss_problem(empty) == "no_answer_tokens"

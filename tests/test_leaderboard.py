@@ -45,7 +45,7 @@ def answers(shift: float, seed: int, salt: int) -> pd.DataFrame:
     """A trial's answer scores: prompt difficulty + the selector's shift + noise; one unscorable answer."""
     rng = np.random.default_rng([seed, salt, 1])
     rouge = 0.3 + 0.1 * (DIFFICULTY[:N_ANSWERED] - 2) + shift + 0.03 * rng.standard_normal(N_ANSWERED)
-    rouge[3] = np.nan  # an empty answer: NaN with a reason, no weight
+    rouge[3] = np.nan  # an unscorable reference (the same prompt for every model): no weight
     return pd.DataFrame({"id": [f"r{i}" for i in range(N_ANSWERED)], "answer": ["a"] * N_ANSWERED,
                          "rouge_l": rouge, "embedding_similarity": 0.6 + 0.03 * rng.standard_normal(N_ANSWERED)})
 
@@ -284,3 +284,61 @@ def test_answer_scores_get_intervals_and_paired_verdicts(board, tmp_path):
     cell = good[header.index("heldout.rouge_l vs_random")]
     assert cell.startswith("+0.1") and " better (p_holm " in cell
     assert {"heldout.rouge_l_vs_full_delta", "heldout.rouge_l_verdict_vs_random"} <= set(pd.read_csv(csv).columns)
+
+
+@pytest.fixture(scope="module")
+def awkward(store):
+    """Rows that once got a wrong verdict: a diverged model (NaN losses on scored records), a
+    model that answers nothing on the prompts it finds hard (logged as runs did before empty
+    answers scored 0: NaN, reason `empty_prediction`), and one that ran other seeds."""
+    client, tmp = store
+    exp = client.create_experiment("awkward", artifact_location=(tmp / "awk").as_uri())
+    hard = np.argsort(0.1 * (DIFFICULTY[:N_ANSWERED] - 2))[:12]  # the prompts with the lowest ROUGE-L
+    for seed in SEEDS:
+        params = {"budget": "0.05", "pool_size": POOL}
+        tags = {tracking.BUDGET_TAG: "0.05"}
+        for selector, shift in (("random", 0.0), ("silent", 0.0), ("diverged", -0.5)):
+            table = per_record(shift, seed, 1)
+            if selector == "diverged":
+                table.loc[5:9, "loss_sum"] = np.nan  # scored records (tokens > 0) without a finite loss
+            said = answers(0.0, seed, 1)
+            if selector == "silent":
+                said.loc[hard, ["answer", "rouge_l"]] = ["", np.nan]
+                said["rouge_l_reason"] = [("empty_prediction" if i in set(hard) else None) for i in range(N_ANSWERED)]
+            log_child(client, exp, selector, seed, f"{selector}-{seed}", {"n_selected": 10}, tags=tags, params=params,
+                      tables={"heldout": table}, tmp=tmp, answer_tables={"heldout": said})
+    for seed in (0, 2, 3):
+        log_child(client, exp, "other_seeds", seed, f"other_seeds-{seed}", {"n_selected": 10},
+                  tags={tracking.BUDGET_TAG: "0.05"}, params={"budget": "0.05", "pool_size": POOL},
+                  tables={"heldout": per_record(0.0, seed, 1)}, tmp=tmp)
+    return build_leaderboard(client, "awkward", n_resamples=2000)
+
+
+@pytest.mark.slow
+def test_a_diverged_model_gets_no_value_and_no_verdict(awkward):
+    rows = section(awkward, "0.05")
+    assert np.isnan(rows.loc["diverged", "heldout.eval_loss"])  # never the loss 0 of its NaN records
+    assert pd.isna(rows.loc["diverged", "verdict_vs_random"]) and np.isnan(rows.loc["diverged", "vs_random_delta"])
+    assert rows.loc["random", "best"] != "diverged"
+    note = " ".join(awkward.notes["0.05"])
+    assert "diverged: 15 heldout records have answer tokens but no finite loss" in note
+
+
+@pytest.mark.slow
+def test_an_empty_answer_counts_as_zero_not_as_missing(awkward):
+    rows = section(awkward, "0.05")
+    scores = np.concatenate([answers(0.0, s, 1)["rouge_l"].to_numpy() for s in SEEDS])
+    hard = np.argsort(0.1 * (DIFFICULTY[:N_ANSWERED] - 2))[:12]
+    silent = np.concatenate([np.where(np.isin(np.arange(N_ANSWERED), hard), 0.0, answers(0.0, s, 1)["rouge_l"])
+                             for s in SEEDS])
+    assert rows.loc["silent", "heldout.rouge_l"] == pytest.approx(np.nanmean(silent))
+    assert rows.loc["random", "heldout.rouge_l"] == pytest.approx(np.nanmean(scores))
+    assert rows.loc["silent", "heldout.rouge_l_verdict_vs_random"] == "worse"
+
+
+@pytest.mark.slow
+def test_rows_of_other_seeds_are_said_and_drawn_apart(awkward):
+    note = " ".join(awkward.notes["0.05"])
+    assert "Not every row ran seeds 0, 1, 2: other_seeds (3 seeds)" in note
+    rows = section(awkward, "0.05")
+    assert rows.loc["other_seeds", "seeds"] == 3 and rows.loc["other_seeds", "verdict_vs_random"] == "no difference"

@@ -119,6 +119,22 @@ def test_equal_seed_counts_pair_seeds():
     assert res.ci_low == pytest.approx(-5.0) and res.ci_high == pytest.approx(-5.0)
 
 
+def test_equal_counts_of_different_seeds_are_drawn_apart():
+    # the same numbers, but B's rows are other training seeds: no pairing, so the seed draws are
+    # independent and the interval is the enumeration of both sides' seed means
+    a_num, a_den = _seed_only([0.0, 1.0, 2.0])
+    b_num, b_den = _seed_only([5.0, 6.0, 7.0])
+    deltas = bootstrap_deltas(a_num, a_den, b_num, b_den, n_resamples=50_000, seeds_paired=False)
+    exact = np.array([np.mean(ia) - np.mean(ib) for ia in itertools.product([0, 1, 2], repeat=3)
+                      for ib in itertools.product([5, 6, 7], repeat=3)])
+    got, want = _frequencies(deltas, exact)
+    assert np.abs(got - want).max() < 0.01
+    res = paired_difference(a_num, a_den, b_num, b_den, n_resamples=2000, seeds_paired=False)
+    assert res.ci_low < -5.5 and res.ci_high > -4.5  # wider than the paired [-5, -5]
+    with pytest.raises(ValueError, match="paired seeds come in equal numbers"):
+        paired_difference(a_num, a_den, b_num[:2], b_den[:2], seeds_paired=True)
+
+
 def test_contributions_sum_to_pooled_difference():
     # 3 seeds of A, 2 of B, the same answer tokens per record: sum of c_i is the pooled difference
     rng = np.random.default_rng(2)

@@ -485,7 +485,7 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
     """Eval loss per set (per record, and pooled over answer tokens), judge quality of
     generated answers, pairwise judging against the baseline's answers.
     Returns (metrics, NaN reasons, per-record tables by set, answers)."""
-    from cherrybench.evaluate import cached_eval_losses, pooled_loss
+    from cherrybench.evaluate import cached_eval_losses, pooled_loss, pooled_loss_problem
     from cherrybench.pairwise import judge_pairs
 
     train = comparison.train
@@ -494,7 +494,11 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
         if eval_set.has_references:
             table = cached_eval_losses(model_dir, eval_set.records, train.prompt, train.max_length, ctx)
             per_record[eval_set.name] = table
-            metrics[f"{eval_set.name}.eval_loss"] = pooled_loss(table)
+            problem = pooled_loss_problem(table)
+            if problem:  # NaN with its reason: a diverged model's loss is not 0
+                reasons[f"{eval_set.name}.eval_loss"] = problem
+            else:
+                metrics[f"{eval_set.name}.eval_loss"] = pooled_loss(table)
         else:  # NaN with a reason, never a silent 0
             reasons[f"{eval_set.name}.eval_loss"] = "no_reference_answers"
     answers = answers_step(model_dir, comparison, args, ctx)

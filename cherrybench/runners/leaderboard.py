@@ -40,6 +40,7 @@ BASELINES = ("random", "full")
 REFERENCES = ("random", "full", "best")  # what each selector is compared with
 TIMING = ("scoring_seconds", "training_seconds", "eval_seconds")
 LOSS = ".eval_loss"
+DIVERGED = "diverged"  # a selector whose per-record losses on a set are not all finite (section notes say so)
 # per-answer scores against the reference answer, from `eval/<set>.answers.parquet`; higher is better
 ANSWER_METRICS = {
     "rouge_l": "ROUGE-L F-measure of the generated answer against the reference answer (`rouge-score`), 0..1",
@@ -174,10 +175,15 @@ def _arrays(trials: list[Trial], set_name: str, ids: list | None):
         return None
     if ids is not None:
         tables = [t.drop_duplicates("id").set_index("id").loc[ids].reset_index() for t in tables]
-    num = np.stack([t["loss_sum"].fillna(0.0).to_numpy(float) for t in tables])
+    num = np.stack([t["loss_sum"].to_numpy(float) for t in tables])
     den = np.stack([t["n_tokens"].fillna(0).to_numpy(float) for t in tables])
     num[den <= 0] = 0.0  # an unscored record carries no weight, on either side
     return (num, den) if den.sum() > 0 else None
+
+
+def _diverged(arrays) -> int:
+    """Records with answer tokens but no finite loss (a diverged fine-tune), over the seeds."""
+    return 0 if arrays is None else int((~np.isfinite(arrays[0])).sum())
 
 
 def own_interval(num, den, n_resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -223,9 +229,20 @@ def _answer_arrays(trials: list[Trial], set_name: str, metric: str, ids: list):
     tables = [t.answers.get(set_name) for t in trials]
     if any(t is None or metric not in t.columns for t in tables):
         return None
-    values = np.stack([t.drop_duplicates("id").set_index("id")[metric].reindex(ids).to_numpy(float) for t in tables])
+    values = np.stack([_scored(t, metric).reindex(ids).to_numpy(float) for t in tables])
     den = np.isfinite(values).astype(float)
     return (np.where(den > 0, values, 0.0), den) if den.sum() > 0 else None
+
+
+def _scored(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric by id, with an empty answer as 0: runs logged before empty answers scored 0
+    have NaN there (reason `empty_prediction`), which would drop the record from one side only."""
+    table = table.drop_duplicates("id").set_index("id")
+    values = table[metric].astype(float)
+    reason = f"{metric}_reason"
+    if reason in table.columns:
+        values = values.mask(table[reason] == "empty_prediction", 0.0)
+    return values
 
 
 def answer_columns(trials: list[Trial]) -> list[str]:
@@ -260,6 +277,11 @@ def _section_data(section: Section, sets: list[str], answers: list[str] = ()) ->
                          f"{len(ids)} records all of them share")
         for selector, trials in section.groups.items():
             arrays[selector, set_name] = _arrays(trials, set_name, None if same else ids)
+            bad = _diverged(arrays[selector, set_name])
+            if bad:  # never a loss of 0: no value, interval or test for this selector on this set
+                notes.append(f"{selector}: {bad} {set_name} records have answer tokens but no finite loss "
+                             "(a diverged fine-tune?): its eval loss there is NaN, with no interval or test")
+                arrays[selector, set_name] = DIVERGED
     return _SectionData(section, arrays, notes, _section_answers(section, list(answers), notes))
 
 
@@ -268,6 +290,8 @@ def _own_loss(data: _SectionData, selector: str, set_name: str, n_resamples: int
     for runs without per-record tables the mean of their pooled values, no CI, and a note why."""
     metric, trials = set_name + LOSS, data.section.groups[selector]
     arrays = data.arrays.get((selector, set_name))
+    if arrays is DIVERGED:
+        return np.nan, np.nan, np.nan, None  # the section's notes say why
     if arrays is not None:
         return (*own_interval(*arrays, n_resamples, seed), None)
     value = _mean(trials, metric)
@@ -310,13 +334,24 @@ def _compare(data: _SectionData, a: str, b: str, headline: str, n_resamples: int
     set_name = headline[: -len(LOSS)]
     xa, xb = data.arrays[a, set_name], data.arrays[b, set_name]
     out = {"budget": data.section.budget, "selector": a, "reference": b}
+    if xa is DIVERGED or xb is DIVERGED:
+        return {**out, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "levels": "none",
+                "n_records": np.nan}
     if xa is None or xb is None:
         delta = _mean(data.section.groups[a], headline) - _mean(data.section.groups[b], headline)
         return {**out, "delta": delta, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "levels": "none",
                 "n_records": np.nan}
-    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples)
+    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples,
+                                seeds_paired=_same_seeds(data, a, b))
     return {**out, "delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value,
             "levels": "+".join(d.levels), "n_records": d.n_records}
+
+
+def _same_seeds(data: _SectionData, a: str, b: str) -> bool:
+    """Whether A's and B's trials ran the same training seeds (rows are in seed order): their
+    seed draws are then shared; other seed sets (`--full-seeds 1`, a lost seed) are drawn apart."""
+    seeds = [[t.seed for t in data.section.groups[name]] for name in (a, b)]
+    return seeds[0] == seeds[1]
 
 
 def _compare_answers(data: _SectionData, a: str, b: str, column: str, n_resamples: int, seed: int) -> dict | None:
@@ -324,7 +359,8 @@ def _compare_answers(data: _SectionData, a: str, b: str, column: str, n_resample
     xa, xb = data.answers.get((a, column)), data.answers.get((b, column))
     if xa is None or xb is None:
         return None
-    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples)
+    d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples,
+                                seeds_paired=_same_seeds(data, a, b))
     return {"budget": data.section.budget, "metric": column, "selector": a, "reference": b, "delta": d.delta,
             "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value, "levels": "+".join(d.levels),
             "n_records": d.n_records}
@@ -414,6 +450,24 @@ def _fill_one(row: dict, ref, comparisons: pd.DataFrame, prefix: str, verdict_ke
                         if np.isfinite(c["p_holm"]) else None)
 
 
+def _fewer_seeds(data: _SectionData, rows: list[dict]) -> str | None:
+    """How comparisons between selectors that ran different seeds are made, said once."""
+    from collections import Counter
+
+    seeds = {r["selector"]: tuple(t.seed for t in data.section.groups[r["selector"]]) for r in rows}
+    if not seeds:
+        return None
+    counts = Counter(seeds.values())  # the seeds most rows ran (more seeds first on a tie)
+    most = max(counts, key=lambda s: (counts[s], len(s)))
+    other = [name for name, s in seeds.items() if s != most]
+    if not other:
+        return None
+    which = ", ".join(f"{name} ({_count(len(seeds[name]), 'seed')})" for name in other)
+    return (f"Not every row ran seeds {', '.join(most)}: {which}. A comparison with such a row draws each side's "
+            "seeds on its own (the eval records stay paired), so the other side's seed variation is in its "
+            "interval and that row's missing seeds add none.")
+
+
 def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -> list[str]:
     notes = list(data.notes)
     one = [r["selector"] for r in rows if r["seeds"] == 1]
@@ -421,7 +475,10 @@ def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -
         notes.append("One seed per selector: intervals and p-values come from the eval records alone; "
                      "they do not include training-seed variation.")
     elif one:
-        notes.append(f"One seed for {', '.join(one)}: their intervals come from the eval records alone.")
+        notes.append(f"One seed for {', '.join(one)}: their own intervals come from the eval records alone.")
+    fewer = _fewer_seeds(data, rows)
+    if fewer:
+        notes.append(fewer)
     best = rows[0].get("best") if rows else None
     if best:
         notes.append(f"vs_best compares with {best}, the lowest {headline} at this budget (full not counted).")
@@ -644,7 +701,8 @@ def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
             f"- `vs_random_delta`, `vs_full_delta`, `vs_best_delta`: {board.headline} of the row minus that of "
             "random / full / the best selector of the budget, on the same eval records, in nats; negative is better.",
             f"- `vs_*_ci`: 95% paired two-level bootstrap interval of that delta ({board.n_resamples:,} resamples, "
-            "seed and record draws shared by both sides). `—` and `(self)` / `(best)`: the row is that reference.",
+            "record draws shared by both sides; seed draws shared when both ran the same seeds, else drawn for each "
+            "side on its own). `—` and `(self)` / `(best)`: the row is that reference.",
             "- `verdict_vs_*`: `better` or `worse` only when the CI excludes 0 and the Holm-adjusted p < 0.05, "
             f"else `no difference`; p is a two-sided sign-flip permutation test over eval records "
             f"({board.n_resamples:,} permutations, exact up to 16 records), Holm-adjusted "

@@ -51,6 +51,27 @@ def default_batch_tokens(device: str) -> int:
     return 65536 if device.startswith("cuda") else 512
 
 
+def digit_token_ids(lm, low: int, high: int) -> list[int]:
+    """Token id of each score digit low..high; raises when one is not a single token.
+    A SentencePiece tokenizer that prepends "▁" (Llama, Mistral: the released Deita scorers)
+    encodes a lone "1" as ["▁", "1"]; its bare digit piece, what the model emits after the
+    prompt, is then found in the vocabulary."""
+    if not 0 <= low < high <= 9:
+        raise ValueError(f"judge digits must satisfy 0 <= low < high <= 9, got {low}..{high}")
+    ids = []
+    for digit in range(low, high + 1):
+        tokens = lm.encode(str(digit))
+        if len(tokens) != 1 or tokens[0] == lm.tokenizer.unk_token_id:
+            piece = lm.tokenizer.convert_tokens_to_ids(str(digit))
+            if piece is None or piece == lm.tokenizer.unk_token_id:
+                raise ValueError(f"judge model {lm.ref.spec!r}: the score digit {digit!r} is {len(tokens)} tokens "
+                                 f"({tokens}) and no token of its own; its expected-value readout is undefined "
+                                 "for this tokenizer")
+            tokens = [piece]
+        ids.append(tokens[0])
+    return ids
+
+
 def default_generate_tokens(device: str) -> int:
     # measured: a decoding step reads every weight once whatever the rows, so on CPU wide batches
     # pay (benchmarks/generate_throughput.py: 24 Alpaca prompts, 48 new tokens, one thread: 2.3x faster at 4096 than 512)

@@ -55,9 +55,9 @@ def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[
     """Compare A against B on each question with the judge LM's next-token
     logits for "1" and "2", in both orders. With `max_length`, the question keeps
     its first half and each answer its first quarter of that many tokens."""
-    one, two = lm.encode("1"), lm.encode("2")
-    if len(one) != 1 or len(two) != 1:
-        raise ValueError("the judge tokenizer must encode '1' and '2' as one token each")
+    from cherrybench.lm import digit_token_ids
+
+    one_two = digit_token_ids(lm, 1, 2)  # raises, naming the judge, when a digit has no token of its own
     if not len(questions) == len(answers_a) == len(answers_b):
         raise ValueError(f"{len(questions)} questions, {len(answers_a)} and {len(answers_b)} answers: counts differ")
     if max_length:
@@ -68,7 +68,7 @@ def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[
     for q, a, b in zip(questions, answers_a, answers_b):
         sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=a, second=b)))
         sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=b, second=a)))
-    logits = lm.last_token_logits(sequences, [one[0], two[0]])
+    logits = lm.last_token_logits(sequences, one_two)
     outcomes = []
     for i in range(len(questions)):
         a_first = logits[2 * i, 0] > logits[2 * i, 1]

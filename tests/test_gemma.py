@@ -121,7 +121,7 @@ def test_gemma_as_judge_and_as_training_model(gemma_ctx, tmp_path):
     from cherrybench.finetune import TrainConfig, finetune
     from cherrybench.metrics.deita import Deita
 
-    quality = Deita(judge="gemma3-270m", max_length=256).compute(RECORDS[:2], gemma_ctx)
+    quality = Deita(judge="gemma3-270m", judge_max_length=256).compute(RECORDS[:2], gemma_ctx)
     values = quality[["deita_complexity", "deita_quality"]].to_numpy(float)
     assert np.isfinite(values).all() and ((values >= 1) & (values <= 6)).all()  # expected value of digits 1..6
 

@@ -10,7 +10,8 @@ import torch
 from cherrybench.metrics import METRICS
 from cherrybench.metrics.alpagasus import ALPAGASUS_PROMPT
 from cherrybench.metrics.deita import COMPLEXITY_PROMPT, QUALITY_PROMPT
-from cherrybench.metrics.judge import PromptJudge, digit_token_ids
+from cherrybench.lm import digit_token_ids
+from cherrybench.metrics.judge import PromptJudge
 from cherrybench.records import Record, Turn
 
 # copied from SPEC.md, "Deita"
@@ -83,7 +84,7 @@ def test_generic_judge_template_and_batch_invariance(ctx, lm):
 @pytest.mark.slow
 def test_long_fields_are_cut_but_the_template_end_stays(ctx, lm):
     long = Record("long", [Turn("Summarise this. " + "word " * 400, "A summary.")])
-    judge = METRICS.get("deita")(max_length=128)
+    judge = METRICS.get("deita")(judge_max_length=128)
     ids, cut = judge.encode_prompt(lm, QUALITY_PROMPT, long, long.turns[0])
     assert cut and len(ids) <= 128
     assert lm.tokenizer.decode(ids).endswith("A summary. \n##Quality: ")
@@ -143,3 +144,17 @@ def test_subclassing_for_another_prompt(ctx):
     assert ((scores["naturalness_test"] >= 1) & (scores["naturalness_test"] <= 5)).all()
     with pytest.raises(ValueError, match="unknown fields"):
         METRICS.get("judge")(template="{question}").compute(RECORDS[:1], ctx)
+
+
+def test_the_training_length_does_not_reach_the_judges():
+    """`--max-length` is the scoring model's and the fine-tune's sequence length; a judge reads
+    prompts up to its own `judge_max_length` (a Deita quality prompt holds a whole answer)."""
+    from cherrybench.selectors import SELECTORS
+
+    shared = {"max_length": 256}
+    assert SELECTORS.get("deita").from_options(shared).requires()[0].judge_max_length == 2048
+    assert SELECTORS.get("alpagasus").from_options(shared).requires()[0].judge_max_length == 2048
+    assert SELECTORS.get("ifd").from_options(shared).requires()[0].max_length == 256
+    assert SELECTORS.get("mods").from_options(shared).reward().inputs()[0].judge_max_length == 2048  # its judge fallback
+    own = {"max_length": 256, "judge_max_length": 4096}
+    assert SELECTORS.get("deita").from_options(own).requires()[0].judge_max_length == 4096

@@ -195,12 +195,12 @@ def test_readout_on_the_real_model(ctx, lm):
 def test_unratable_records_are_nan_with_a_reason(ctx):
     from cherrybench.scoring import score_metric
 
-    metric = METRICS.get("selectit")(max_length=24)  # shorter than every rating prompt's own text
+    metric = METRICS.get("selectit")(judge_max_length=24)  # shorter than every rating prompt's own text
     table = metric.compute(RECORDS[:2], ctx)
     assert table[list(metric.columns)].isna().all().all()
     assert table["selectit_reason"].tolist() == ["prompt_too_long"] * 2
     blank = Dataset([Record("blank", [Turn("Say something.", "   ")]), RECORDS[0]], None, "alpaca", "json")
-    scored = score_metric(blank, METRICS.get("selectit")(max_length=128), ctx, use_cache=False)
+    scored = score_metric(blank, METRICS.get("selectit")(judge_max_length=128), ctx, use_cache=False)
     assert scored.loc["blank", "selectit_reason"] == "empty_answer" and np.isnan(scored.loc["blank", "selectit"])
     assert np.isfinite(scored.loc["a", "selectit"]) and scored.loc["a", "selectit_reason"] is None
 
@@ -220,14 +220,14 @@ def test_two_judges_weighted_by_size(ctx, lm, tmp_path):
     lm.tokenizer.save_pretrained(tiny)
 
     records = RECORDS[:2]
-    alone = [METRICS.get("selectit")(judge=j, max_length=128).compute(records, ctx) for j in (None, str(tiny))]
+    alone = [METRICS.get("selectit")(judge=j, judge_max_length=128).compute(records, ctx) for j in (None, str(tiny))]
     assert not np.allclose(alone[0]["selectit"], alone[1]["selectit"])  # two judges that disagree
     theta = [ctx.lm(None).model.num_parameters(), ctx.lm(str(tiny)).model.num_parameters()]
-    both = METRICS.get("selectit")(judges=["smollm2-135m", str(tiny)], max_length=128).compute(records, ctx)
+    both = METRICS.get("selectit")(judges=["smollm2-135m", str(tiny)], judge_max_length=128).compute(records, ctx)
     w = np.array(theta, dtype=float) / sum(theta)
     for column in ["selectit", "selectit_mean", "selectit_std", *PROMPT_COLUMNS]:
         np.testing.assert_allclose(both[column], w[0] * alone[0][column] + w[1] * alone[1][column], rtol=1e-9)
-    given = METRICS.get("selectit")(judges=["smollm2-135m", str(tiny)], judge_sizes=[7, 13], max_length=128)
+    given = METRICS.get("selectit")(judges=["smollm2-135m", str(tiny)], judge_sizes=[7, 13], judge_max_length=128)
     np.testing.assert_allclose(given.compute(records, ctx)["selectit"],
                                0.35 * alone[0]["selectit"] + 0.65 * alone[1]["selectit"], rtol=1e-9)
     assert given.fingerprints(ctx)["judges"] == [ctx.model_ref(None).fingerprint, ctx.model_ref(str(tiny)).fingerprint]
@@ -245,7 +245,7 @@ def test_selector_on_30_real_alpaca_records(ctx):
     data = load_dataset(str(REAL_DATA))
     keep = sorted(np.random.default_rng(0).permutation(len(data))[:30].tolist())
     pool = Dataset([data.records[i] for i in keep], None, data.format, data.container)
-    selector = SELECTORS.get("selectit").from_options({"max_length": 96})
+    selector = SELECTORS.get("selectit").from_options({"judge_max_length": 96})
     selection, scores = run_selection(pool, selector, Budget.parse("6"), ctx)
     usable = scores[scores["selectit"].notna()].set_index("id")
     assert len(usable) == 30 - sum(r.turns[0].output.strip() == "" for r in pool.records)
@@ -254,7 +254,7 @@ def test_selector_on_30_real_alpaca_records(ctx):
     assert selection.report["n_kept"] == 6 and selection.report["excluded"]["over_budget"] == len(usable) - 6
     assert (usable["selectit"] <= usable["selectit_mean"] + 1e-12).all() and (usable["selectit"] >= 0).all()
     assert (usable[PROMPT_COLUMNS] <= 5).all().all() and usable["selectit"].nunique() > 20
-    again, _ = run_selection(pool, SELECTORS.get("selectit").from_options({"max_length": 96}), Budget.parse("6"), ctx)
+    again, _ = run_selection(pool, SELECTORS.get("selectit").from_options({"judge_max_length": 96}), Budget.parse("6"), ctx)
     assert again.ids == selection.ids  # (its scores from the cache)
 
 

@@ -51,7 +51,7 @@ class GeneratedAnswerMetric(Metric):
         return list(self.columns) + [self.text_column, self.reason_column]
 
     def check_params(self) -> None:
-        self.check_number("max_length", 16, integer=True)
+        self.check_number("judge_max_length", 16, integer=True)
         self.check_number("max_new_tokens", 1, integer=True)
         if not isinstance(self.chat, bool):
             raise ValueError(f"{self.who}: parameter chat must be true or false, got {self.chat!r}")
@@ -71,18 +71,18 @@ class GeneratedAnswerMetric(Metric):
                                                 add_generation_prompt=True) + self.prefill
 
     def encode(self, lm, query: str) -> tuple[list[int], bool]:
-        """The prompt's token ids, and whether the query lost its tail to fit `max_length`
+        """The prompt's token ids, and whether the query lost its tail to fit `judge_max_length`
         (the template's end stays); no ids when even an empty query does not fit."""
         ids = lm.encode(self.render(lm, query))
-        if len(ids) <= self.max_length:
+        if len(ids) <= self.judge_max_length:
             return ids, False
-        room = self.max_length - len(lm.encode(self.render(lm, "")))
+        room = self.judge_max_length - len(lm.encode(self.render(lm, "")))
         query_ids = lm.encode(query)
         while room > 0:
             ids = lm.encode(self.render(lm, lm.tokenizer.decode(query_ids[:room])))
-            if len(ids) <= self.max_length:
+            if len(ids) <= self.judge_max_length:
                 return ids, True
-            room -= max(1, len(ids) - self.max_length)
+            room -= max(1, len(ids) - self.judge_max_length)
         return [], True
 
     def compute(self, records: list[Record], ctx):
@@ -99,7 +99,7 @@ class GeneratedAnswerMetric(Metric):
                 prompts.append(ids)
                 owners.append(r)
         if cut:
-            log.info("%s: %d questions lost their tail to fit max_length=%d", self.name, cut, self.max_length)
+            log.info("%s: %d questions lost their tail to fit judge_max_length=%d", self.name, cut, self.judge_max_length)
         generated = lm.generate(prompts, max_new_tokens=self.max_new_tokens) if prompts else []
         answers: list[list[str]] = [[] for _ in records]
         for r, ids in zip(owners, generated):

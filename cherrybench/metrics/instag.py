@@ -65,11 +65,11 @@ class InsTag(GeneratedAnswerMetric):
     template = TEMPLATE
     prefill = PREFILL
 
-    def __init__(self, tagger: str | None = None, chat: bool = True, max_length: int = 2048,
+    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = 2048,
                  max_new_tokens: int = 256):
         self.tagger = tagger  # the tagger LM (default: the scoring model)
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
         self.max_new_tokens = max_new_tokens
 
     def model_spec(self):

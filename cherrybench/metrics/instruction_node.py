@@ -46,11 +46,11 @@ class InstructionNode(GeneratedAnswerMetric):
     template = TEMPLATE
     prefill = PREFILL
 
-    def __init__(self, judge: str | None = None, chat: bool = True, max_length: int = 2048,
+    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = 2048,
                  max_new_tokens: int = 64):
         self.judge = judge
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
         self.max_new_tokens = max_new_tokens  # the count comes first; the rest is the tree, kept for reading
 
     def model_spec(self):

@@ -16,33 +16,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from cherrybench.lm import digit_token_ids
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.base import Metric
 from cherrybench.records import Record, Turn
 
 log = logging.getLogger(__name__)
 FIELDS = ("instruction", "input", "query", "output", "system")
-
-
-def digit_token_ids(lm, low: int, high: int) -> list[int]:
-    """Token id of each score digit low..high; raises when one is not a single token.
-    A SentencePiece tokenizer that prepends "▁" (Llama, Mistral: the released Deita scorers)
-    encodes a lone "1" as ["▁", "1"]; its bare digit piece, what the model emits after the
-    prompt, is then found in the vocabulary."""
-    if not 0 <= low < high <= 9:
-        raise ValueError(f"judge digits must satisfy 0 <= low < high <= 9, got {low}..{high}")
-    ids = []
-    for digit in range(low, high + 1):
-        tokens = lm.encode(str(digit))
-        if len(tokens) != 1 or tokens[0] == lm.tokenizer.unk_token_id:
-            piece = lm.tokenizer.convert_tokens_to_ids(str(digit))
-            if piece is None or piece == lm.tokenizer.unk_token_id:
-                raise ValueError(f"judge model {lm.ref.spec!r}: the score digit {digit!r} is {len(tokens)} tokens "
-                                 f"({tokens}) and no token of its own; its expected-value readout is undefined "
-                                 "for this tokenizer")
-            tokens = [piece]
-        ids.append(tokens[0])
-    return ids
 
 
 def expected_scores(logits: np.ndarray, low: int) -> np.ndarray:
@@ -76,10 +56,10 @@ class PromptJudge(Metric):
     needs = ("judge",)
     volatile = ()
 
-    def __init__(self, judge: str | None = None, chat: bool = False, max_length: int = 2048):
+    def __init__(self, judge: str | None = None, chat: bool = False, judge_max_length: int = 2048):
         self.judge = judge
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
 
     # -- what a subclass may override -----------------------------------
     def templates(self) -> dict[str, tuple[str, int, int]]:
@@ -110,7 +90,7 @@ class PromptJudge(Metric):
 
     def encode_prompt(self, lm, template: str, record: Record, turn: Turn) -> tuple[list[int], bool]:
         """Token ids of the rendered prompt, and whether a field had to be cut to fit
-        `max_length` (the longest field loses its tail; the template's end stays)."""
+        `judge_max_length` (the longest field loses its tail; the template's end stays)."""
         original = self.fields(record, turn)
         fields = dict(original)
         used = template_fields(template)
@@ -119,20 +99,20 @@ class PromptJudge(Metric):
             if self.chat:
                 text = self._as_chat(lm, text)
             ids = lm.encode(text)
-            if len(ids) <= self.max_length:
+            if len(ids) <= self.judge_max_length:
                 return ids, fields != original
             longest = max(sorted(used), key=lambda f: len(fields[f]))
             field_ids = lm.encode(fields[longest])
             if not field_ids:
                 break
-            keep = max(0, len(field_ids) - (len(ids) - self.max_length) - 8)
+            keep = max(0, len(field_ids) - (len(ids) - self.judge_max_length) - 8)
             fields[longest] = lm.tokenizer.decode(field_ids[:keep])
         return [], True
 
     def digit_logits(self, lm, records) -> tuple[dict[str, np.ndarray], dict[str, list], set[int]]:
         """Per template: the logits of its score digits at the first generated position of
         each turn's prompt, and the (record, turn) of each row; and the records whose prompt
-        cannot fit max_length. One batched pass per template."""
+        cannot fit judge_max_length. One batched pass per template."""
         prompts = self.templates()
         digit_ids = {key: digit_token_ids(lm, low, high) for key, (_, low, high) in prompts.items()}
         sequences, owners, too_long = {k: [] for k in prompts}, {k: [] for k in prompts}, set()
@@ -148,7 +128,7 @@ class PromptJudge(Metric):
                     sequences[key].append(ids)
                     owners[key].append((r, t))
         if cut:
-            log.info("%s: %d prompts had a field cut to fit max_length=%d", self.name, cut, self.max_length)
+            log.info("%s: %d prompts had a field cut to fit judge_max_length=%d", self.name, cut, self.judge_max_length)
         logits = {key: lm.last_token_logits(sequences[key], digit_ids[key]) for key in prompts if sequences[key]}
         return logits, owners, too_long
 
@@ -176,8 +156,8 @@ class Judge(PromptJudge):
     columns = {"judge_score": "higher"}
 
     def __init__(self, template: str = "{query}\n{output}\nScore (1-6): ", low: int = 1, high: int = 6,
-                 judge: str | None = None, chat: bool = False, max_length: int = 2048):
-        super().__init__(judge=judge, chat=chat, max_length=max_length)
+                 judge: str | None = None, chat: bool = False, judge_max_length: int = 2048):
+        super().__init__(judge=judge, chat=chat, judge_max_length=judge_max_length)
         self.template = template
         self.low = low
         self.high = high

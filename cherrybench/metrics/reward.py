@@ -65,11 +65,11 @@ class Reward(Metric):
     needs = ("reward",)
     volatile = ("batch_size",)
 
-    def __init__(self, reward_model: str | None = None, judge: str | None = None, max_length: int = 512,
+    def __init__(self, reward_model: str | None = None, judge: str | None = None, reward_max_length: int = 512,
                  batch_size: int = 16):
         self.reward_model = reward_model
         self.judge = judge
-        self.max_length = max_length
+        self.reward_max_length = reward_max_length
         self.batch_size = batch_size
 
     @property
@@ -91,7 +91,7 @@ class Reward(Metric):
         """The judge's quality score, only when no reward model is set (the fallback)."""
         if self.reward_model:
             return []
-        return [JudgeQuality(judge=self.judge, max_length=max(self.max_length, 2048))]
+        return [JudgeQuality(judge=self.judge)]
 
     def fingerprints(self, ctx) -> dict:
         if self.reward_model:
@@ -103,7 +103,7 @@ class Reward(Metric):
     def model(self, ctx) -> RewardModel:
         path = self._path()
         return ctx.get("reward", str(path), lambda: RewardModel(
-            path, device=ctx.device, batch_size=self.batch_size, max_length=self.max_length,
+            path, device=ctx.device, batch_size=self.batch_size, max_length=self.reward_max_length,
             trust_remote_code=ctx.trust_remote_code))
 
     def compute(self, records, ctx, inputs=None):

@@ -41,7 +41,7 @@ we differ:
   the prompts and each prompt's token score (with several judges, each is the
   size-weighted mean over the judges; the score itself is the paper's weighted
   sum of the judges' sentence scores);
-- a record whose prompt cannot fit `max_length` even with its longest field
+- a record whose prompt cannot fit `judge_max_length` even with its longest field
   cut is NaN with `prompt_too_long` (blank answers: `empty_answer`, from the
   scoring core).
 """
@@ -121,8 +121,8 @@ class SelectIT(PromptJudge):
 
     def __init__(self, judge: str | None = None, judges: list | None = None, judge_sizes: list | None = None,
                  scale: int = 5, alpha: float = 0.2, readout: str = "paper", chat: bool = False,
-                 max_length: int = 2048):
-        super().__init__(judge=judge, chat=chat, max_length=max_length)
+                 judge_max_length: int = 2048):
+        super().__init__(judge=judge, chat=chat, judge_max_length=judge_max_length)
         self.judges = judges  # several judge models (the model level); in place of `judge`
         self.judge_sizes = judge_sizes  # their sizes theta (default: parameter counts)
         self.scale = scale  # ratings 1..scale: the paper's K
@@ -160,7 +160,7 @@ class SelectIT(PromptJudge):
 
     def judge_token_scores(self, lm, records) -> tuple[np.ndarray, set[int]]:
         """[records, prompts] token scores of one judge (mean over turns), and the records
-        whose prompt cannot fit max_length."""
+        whose prompt cannot fit judge_max_length."""
         logits, owners, too_long = self.digit_logits(lm, records)  # the judge readout's prompts and pass
         sums = np.zeros((len(records), N_PROMPTS))
         counts = np.zeros((len(records), N_PROMPTS))

@@ -16,14 +16,14 @@ class AlpaGasusSelector(RankingSelector):
     column = "alpagasus"
 
     def __init__(self, judge: str | None = None, threshold: float = 4.5, chat: bool = False,
-                 max_length: int = 2048):
+                 judge_max_length: int = 2048):
         self.judge = judge
         self.threshold = threshold
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
 
     def requires(self):
-        return [AlpaGasus(judge=self.judge, chat=self.chat, max_length=self.max_length)]
+        return [AlpaGasus(judge=self.judge, chat=self.chat, judge_max_length=self.judge_max_length)]
 
     def filters(self, scores):
         return [(f"alpagasus<{self.threshold:g}", scores["alpagasus"].astype(float) < self.threshold)]

@@ -21,13 +21,13 @@ class DeitaSelector(RankingSelector):
     column = "evol_score"
 
     def __init__(self, judge: str | None = None, embedder: str | None = None, text: str = "conversation",
-                 tau: float = 0.9, chat: bool = False, max_length: int = 2048):
+                 tau: float = 0.9, chat: bool = False, judge_max_length: int = 2048):
         self.judge = judge
         self.embedder = embedder
         self.text = text
         self.tau = tau
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
 
     def check_params(self) -> None:
         from cherrybench.embedders import TEXTS
@@ -36,7 +36,7 @@ class DeitaSelector(RankingSelector):
         self.check_choice("text", TEXTS)
 
     def requires(self):
-        return [Deita(judge=self.judge, chat=self.chat, max_length=self.max_length)]
+        return [Deita(judge=self.judge, chat=self.chat, judge_max_length=self.judge_max_length)]
 
     def pick(self, ranked, k, ctx, excluded):
         vectors = normalize(embed(records_for(ranked, ctx, self.name), self.embedder, self.text, ctx))

@@ -16,15 +16,15 @@ from cherrybench.selectors.base import RankingSelector, require_columns
 class _InsTagRule(RankingSelector):
     column = "instag_complexity"
 
-    def __init__(self, tagger: str | None = None, chat: bool = True, max_length: int = 2048,
+    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = 2048,
                  max_new_tokens: int = 256):
         self.tagger = tagger
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
         self.max_new_tokens = max_new_tokens
 
     def requires(self):
-        return [InsTag(tagger=self.tagger, chat=self.chat, max_length=self.max_length,
+        return [InsTag(tagger=self.tagger, chat=self.chat, judge_max_length=self.judge_max_length,
                        max_new_tokens=self.max_new_tokens)]
 
 

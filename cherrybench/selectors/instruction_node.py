@@ -16,14 +16,14 @@ class InstructionNodeSelector(RankingSelector):
     name = "instruction_node"
     column = "instruction_node"
 
-    def __init__(self, judge: str | None = None, chat: bool = True, max_length: int = 2048, max_new_tokens: int = 64):
+    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = 2048, max_new_tokens: int = 64):
         self.judge = judge
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
         self.max_new_tokens = max_new_tokens
 
     def requires(self):
-        return [InstructionNode(judge=self.judge, chat=self.chat, max_length=self.max_length,
+        return [InstructionNode(judge=self.judge, chat=self.chat, judge_max_length=self.judge_max_length,
                                 max_new_tokens=self.max_new_tokens)]
 
     def select(self, scores, budget, ctx):

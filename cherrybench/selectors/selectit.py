@@ -18,7 +18,7 @@ class SelectITSelector(RankingSelector):
 
     def __init__(self, judge: str | None = None, judges: list | None = None, judge_sizes: list | None = None,
                  scale: int = 5, alpha: float = 0.2, readout: str = "paper", chat: bool = False,
-                 max_length: int = 2048):
+                 judge_max_length: int = 2048):
         self.judge = judge
         self.judges = judges
         self.judge_sizes = judge_sizes
@@ -26,11 +26,11 @@ class SelectITSelector(RankingSelector):
         self.alpha = alpha
         self.readout = readout
         self.chat = chat
-        self.max_length = max_length
+        self.judge_max_length = judge_max_length
 
     def check_params(self) -> None:
         self.requires()[0].check_params()
 
     def requires(self):
         return [SelectIT(judge=self.judge, judges=self.judges, judge_sizes=self.judge_sizes, scale=self.scale,
-                         alpha=self.alpha, readout=self.readout, chat=self.chat, max_length=self.max_length)]
+                         alpha=self.alpha, readout=self.readout, chat=self.chat, judge_max_length=self.judge_max_length)]

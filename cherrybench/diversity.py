@@ -65,7 +65,8 @@ def repr_filter(unit: np.ndarray, order: np.ndarray, tau: float, budget: int, ch
 def kcenter_greedy(vectors: np.ndarray, k: int, seed: int = 0, metric: str = "euclidean",
                    first: int | None = None) -> list[int]:
     """k-center greedy: a seeded random first center, then repeatedly the row whose
-    distance to its nearest chosen center is largest (ties: lowest index).
+    distance to its nearest chosen center is largest (exact ties: lowest index; distances
+    within float rounding of each other may go either way, the same way on every run).
     Keeps one min-distance vector, updated with one matrix-vector product per pick."""
     n = len(vectors)
     k = min(k, n)

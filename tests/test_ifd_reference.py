@@ -127,3 +127,14 @@ def test_results_do_not_depend_on_batch_size(ctx, lm):
     finally:
         lm.batch_tokens = old
     np.testing.assert_allclose(small["ifd"].to_numpy(float), big["ifd"].to_numpy(float), rtol=1e-5, equal_nan=True)
+
+
+def test_multi_turn_ifd_ppl_is_the_pooled_ratio_and_may_cross_1_unlike_ifd():
+    """README, Method notes: two turns of one token-weight each, (CAS, DAS) = (0.5, 1.0), (3.2, 2.5)."""
+    import math
+
+    from cherrybench.metrics.ifd import IFD
+
+    out = IFD()._aggregate([(1, 0.5, 1.0), (1, 3.2, 2.5)])
+    assert out["ifd"] == pytest.approx((0.5 / 1.0 + 3.2 / 2.5) / 2)  # 0.89: the instructions help
+    assert out["ifd_ppl"] == pytest.approx(math.exp((0.5 + 3.2) / 2 - (1.0 + 2.5) / 2))  # 1.105: pooled, above 1

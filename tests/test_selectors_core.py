@@ -89,3 +89,15 @@ def test_random_is_seeded_and_in_input_order():
 def test_missing_column_is_a_clear_error():
     with pytest.raises(ValueError, match=r"selector 'ifd' needs score columns \['ifd'\]"):
         SELECTORS.get("ifd")().select(table(x=[1.0]), Budget.parse("1"), None)
+
+
+def test_an_exclusion_names_the_reason_of_the_metric_that_scored_the_column():
+    """A --scores table of several metrics: a record NaN under both is excluded by ifd for
+    ifd's reason, not for the first reason column of the table."""
+    table = pd.DataFrame({"id": ["a", "b", "c"], "evol_score": [np.nan, 3.0, 4.0],
+                          "deita_reason": ["judge_failed", None, None], "ifd": [np.nan, 0.5, 0.6],
+                          "ifd_ppl": [np.nan, 0.7, 0.8], "ifd_reason": ["prompt_too_long", None, None]})
+    assert SELECTORS.get("ifd").from_options({}).select(table, Budget.parse("2"), None).report["excluded"] == \
+        {"no_ifd:prompt_too_long": 1}
+    assert SELECTORS.get("superfiltering").from_options({}).select(
+        table, Budget.parse("2"), None).report["excluded"] == {"no_ifd_ppl:prompt_too_long": 1}

@@ -160,11 +160,23 @@ def nan_exclusions(scores: pd.DataFrame, column: str) -> tuple[pd.Series, Counte
     bad = values.isna() | ~np.isfinite(values.astype(float))
     reasons: Counter = Counter()
     if bad.any():
-        reason_cols = [c for c in scores.columns if c.endswith("_reason")]
+        reason_cols = _reason_columns(scores, column)
         for idx in scores.index[bad]:
             why = next((scores.at[idx, c] for c in reason_cols if isinstance(scores.at[idx, c], str)), None)
             reasons[f"no_{column}:{why or 'nan'}"] += 1
     return ~bad, reasons
+
+
+def _reason_columns(scores: pd.DataFrame, column: str) -> list[str]:
+    """The table's reason columns, the one of the metric that outputs `column` first (`ifd_ppl`:
+    `ifd_reason`; `evol_score`: `deita_reason`), so a table of several metrics never gives a
+    record another metric's reason."""
+    from cherrybench.metrics import METRICS
+
+    owners = [f"{name}_reason" for name in METRICS.names() if column in getattr(METRICS.get(name), "columns", {})]
+    present = [c for c in scores.columns if c.endswith("_reason")]
+    own = [c for c in owners if c in present]
+    return own if own else present
 
 
 def rank(scores: pd.DataFrame, column: str, descending: bool) -> pd.DataFrame:

@@ -305,8 +305,9 @@ def awkward(store):
             if selector == "silent":
                 said.loc[hard, ["answer", "rouge_l"]] = ["", np.nan]
                 said["rouge_l_reason"] = [("empty_prediction" if i in set(hard) else None) for i in range(N_ANSWERED)]
-            log_child(client, exp, selector, seed, f"{selector}-{seed}", {"n_selected": 10}, tags=tags, params=params,
-                      tables={"heldout": table}, tmp=tmp, answer_tables={"heldout": said})
+            judged = {} if selector == "random" else {"heldout.vs_random.tie_rate": 0.95}  # a judge that cannot tell
+            log_child(client, exp, selector, seed, f"{selector}-{seed}", {"n_selected": 10, **judged}, tags=tags,
+                      params=params, tables={"heldout": table}, tmp=tmp, answer_tables={"heldout": said})
     for seed in (0, 2, 3):
         log_child(client, exp, "other_seeds", seed, f"other_seeds-{seed}", {"n_selected": 10},
                   tags={tracking.BUDGET_TAG: "0.05"}, params={"budget": "0.05", "pool_size": POOL},
@@ -342,3 +343,9 @@ def test_rows_of_other_seeds_are_said_and_drawn_apart(awkward):
     assert "Not every row ran seeds 0, 1, 2: other_seeds (3 seeds)" in note
     rows = section(awkward, "0.05")
     assert rows.loc["other_seeds", "seeds"] == 3 and rows.loc["other_seeds", "verdict_vs_random"] == "no difference"
+
+
+@pytest.mark.slow
+def test_a_judge_that_ties_almost_everything_is_a_warning_on_the_leaderboard(awkward, board):
+    assert "Warning: the judge tied 95% of the pairs in heldout.vs_random (over 90%)" in " ".join(awkward.notes["0.05"])
+    assert not any("Warning: the judge tied" in n for notes in board.notes.values() for n in notes)  # none judged

@@ -468,6 +468,20 @@ def _fewer_seeds(data: _SectionData, rows: list[dict]) -> str | None:
             "interval and that row's missing seeds add none.")
 
 
+def _tie_warnings(rows: list[dict]) -> list[str]:
+    """A judge that ties more than 90% of its pairs cannot tell the answers apart: said per eval
+    set and baseline, with the share, so nobody reads its wins and losses as a result."""
+    out = []
+    for column in sorted({k for r in rows for k in r if k.endswith(".tie_rate mean")}):
+        shares = [r[column] for r in rows if np.isfinite(r.get(column, np.nan))]
+        if shares and float(np.mean(shares)) > 0.9:
+            pairs = column[: -len(".tie_rate mean")]
+            out.append(f"Warning: the judge tied {float(np.mean(shares)):.0%} of the pairs in {pairs} (over 90%): it "
+                       "cannot tell these answers apart, so its wins and losses decide nothing; rely on eval loss "
+                       "and the reference metrics, or point --judge at a stronger model.")
+    return out
+
+
 def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -> list[str]:
     notes = list(data.notes)
     one = [r["selector"] for r in rows if r["seeds"] == 1]
@@ -479,6 +493,7 @@ def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -
     fewer = _fewer_seeds(data, rows)
     if fewer:
         notes.append(fewer)
+    notes += _tie_warnings(rows)
     best = rows[0].get("best") if rows else None
     if best:
         notes.append(f"vs_best compares with {best}, the lowest {headline} at this budget (full not counted).")

@@ -349,3 +349,21 @@ def test_rows_of_other_seeds_are_said_and_drawn_apart(awkward):
 def test_a_judge_that_ties_almost_everything_is_a_warning_on_the_leaderboard(awkward, board):
     assert "Warning: the judge tied 95% of the pairs in heldout.vs_random (over 90%)" in " ".join(awkward.notes["0.05"])
     assert not any("Warning: the judge tied" in n for notes in board.notes.values() for n in notes)  # none judged
+
+
+@pytest.mark.slow
+def test_a_run_under_another_key_replaces_the_earlier_one_not_adds_a_seed(store):
+    """The same selector, budget and seed run again under other settings (another key): the
+    latest counts, once, and the section says what it replaced; never two runs as two seeds."""
+    client, tmp = store
+    exp = client.create_experiment("replaced", artifact_location=(tmp / "replaced").as_uri())
+    params, tags = {"budget": "4"}, {tracking.BUDGET_TAG: "4"}
+    log_child(client, exp, "random", 0, "old-settings", {"heldout.eval_loss": 2.0}, params=params, tags=tags)
+    log_child(client, exp, "random", 0, "new-settings", {"heldout.eval_loss": 1.0}, params=params, tags=tags)
+    log_child(client, exp, "random", 1, "new-settings-1", {"heldout.eval_loss": 3.0}, params=params, tags=tags)
+    rows = section(build_leaderboard(client, "replaced", n_resamples=200), "4")
+    assert rows.loc["random", "seeds"] == 2
+    assert rows.loc["random", "heldout.eval_loss"] == pytest.approx((1.0 + 3.0) / 2)  # not (2 + 1 + 3) / 3
+    board = build_leaderboard(client, "replaced", n_resamples=200)
+    assert "replaced by a later run of the same selector, budget and seed" in " ".join(board.notes["4"])
+    assert "random seed 0 (1)" in " ".join(board.notes["4"])

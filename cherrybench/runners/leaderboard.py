@@ -65,6 +65,7 @@ class Trial:
     tables: dict = field(default_factory=dict)  # set -> per-record eval table
     answers: dict = field(default_factory=dict)  # set -> generated answers with their scores
     tables_error: str = ""
+    superseded: int = 0  # earlier finished runs of the same selector, budget and seed that this one replaces
 
 
 def _normalise_budget(text: str) -> str:
@@ -88,12 +89,20 @@ def _trial(run) -> Trial:
 
 
 def load_trials(client, experiment: str) -> list[Trial]:
-    """Finished trials; a rerun of the same configuration (same key) counts once, the latest."""
+    """Finished trials, one per selector, budget and seed: the latest. A rerun of the same
+    configuration, or one under other settings, data or code (another key), replaces the
+    earlier run instead of counting as one more seed; `superseded` says how many it replaced."""
     runs = sorted(tracking.finished_trials(client, experiment), key=lambda r: r.info.start_time or 0)
-    latest = {r.data.tags.get(tracking.KEY_TAG) or r.info.run_id: r for r in runs}
+    latest: dict[tuple, Trial] = {}
+    for run in runs:
+        trial = _trial(run)
+        slot = (trial.selector, trial.budget, trial.seed) if trial.seed != "?" else (run.info.run_id,)
+        earlier = latest.get(slot)
+        trial.superseded = earlier.superseded + 1 if earlier is not None else 0
+        latest[slot] = trial
     if not latest:
         raise ValueError(f"experiment {experiment!r} has no finished selector runs")
-    trials = [_trial(r) for r in latest.values()]
+    trials = list(latest.values())
     for trial in trials:
         try:
             trial.tables = tracking.per_record_tables(client, trial.run)
@@ -494,6 +503,12 @@ def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -
     if fewer:
         notes.append(fewer)
     notes += _tie_warnings(rows)
+    replaced = sorted((t.selector, t.seed, t.superseded) for ts in data.section.groups.values() for t in ts
+                      if t.superseded)
+    if replaced:
+        which = ", ".join(f"{s} seed {seed} ({n})" for s, seed, n in replaced)
+        notes.append(f"Earlier finished runs replaced by a later run of the same selector, budget and seed (other "
+                     f"settings, data or code, or the same run again): {which}; only the latest counts.")
     best = rows[0].get("best") if rows else None
     if best:
         notes.append(f"vs_best compares with {best}, the lowest {headline} at this budget (full not counted).")

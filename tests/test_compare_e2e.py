@@ -184,3 +184,25 @@ def test_a_selection_that_keeps_nothing_is_a_row_not_a_crash(tmp_path, monkeypat
     assert compare_main(args) == 0  # the rerun skips both
     err = capsys.readouterr().err
     assert "[threshold-4-seed0] finished earlier" in err and " of 2 trials" not in err
+
+
+@pytest.mark.slow
+def test_a_skipped_pairwise_baseline_lends_its_logged_answers(tmp_path, monkeypatch):
+    """Resumed where the baseline finished but its model is gone from the cache (another
+    CHERRYBENCH_CACHE, a cleaned cache, a Ray worker's disk): the trials judged against it
+    still get their winning scores, from the baseline's answers.json in the tracking store."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    common = ["--no-baselines", "--pairwise-baseline", "random", "--experiment", "pw", "--tracking-uri", uri, *ARGS]
+    assert compare_main(["--selectors", "random", *common]) == 0
+    client = MlflowClient(uri)
+    (baseline,) = [r for r in runs_of(client, "pw") if r.data.tags.get("cherrybench.role") == "child"]
+    shutil.rmtree(baseline.data.tags["cherrybench.model_dir"])
+    assert compare_main(["--selectors", "random,longest", *common]) == 0
+    children = {r.data.tags["cherrybench.selector"]: r for r in runs_of(client, "pw")
+                if r.data.tags.get("cherrybench.role") == "child"}
+    assert children["random"].info.run_id == baseline.info.run_id  # skipped, not trained again
+    judged = children["longest"].data.metrics
+    assert judged["heldout.vs_random.wins"] + judged["heldout.vs_random.ties"] + judged["heldout.vs_random.losses"] == 2

@@ -701,9 +701,8 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
     if done is not None:
         print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
         progress.skip()
-        model_dir = Path(done.data.tags.get(tracking.MODEL_DIR_TAG, ""))
-        if trial.selector == args.pairwise_baseline and model_dir.is_dir():
-            baseline_answers.update(answers_step(model_dir, comparison, args, ctx))
+        if trial.selector == args.pairwise_baseline and args.gen_size > 0:
+            baseline_answers.update(finished_answers(done, comparison, args, ctx))
         return tracking.read_json_artifact(done, "selected_ids.json")
 
     with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
@@ -718,6 +717,22 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         log_result(trial, result, choice, comparison, args)
     progress.finish(trial.name)
     return choice.selection.ids
+
+
+def finished_answers(done, comparison: Comparison, args, ctx) -> dict[str, list[str]]:
+    """A finished pairwise baseline's answers for the trials judged against it: its answers.json
+    artifact (in the tracking store, wherever the model was trained), else generated again from
+    its model where the cache still holds it; else none, with a warning, never silently."""
+    try:
+        return tracking.read_json_artifact(done, "answers.json")
+    except Exception:  # an older run without the artifact
+        pass
+    model_dir = Path(done.data.tags.get(tracking.MODEL_DIR_TAG, ""))
+    if model_dir.is_dir():
+        return answers_step(model_dir, comparison, args, ctx)
+    log.warning("pairwise baseline %s: no answers.json and no model at %s: the trials judged against it get no "
+                "winning scores", done.info.run_name, model_dir)
+    return {}
 
 
 def log_empty(trial: Trial, choice: Choice) -> None:

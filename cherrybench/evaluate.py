@@ -85,7 +85,8 @@ def cached_eval_losses(model, records: list[Record], prompt: str = "alpaca", max
     store = ArtifactStore("eval_losses")
     payload = {"artifact": "eval_losses", "version": EVAL_LOSSES_VERSION,
                "model": ctx.model_ref(str(model) if model is not None else None).fingerprint,
-               "prompt": prompt, "max_length": max_length, "records": [[r.id, r.content_hash] for r in records]}
+               "prompt": prompt, "max_length": max_length, "records": [[r.id, r.content_hash] for r in records],
+               **_precision_entry(_precision(ctx))}
     stored = store.get_json(payload)
     if stored is not None:
         return pd.DataFrame(stored, columns=["id", "n_tokens", "loss_sum", "loss_mean", "reason"])
@@ -125,12 +126,24 @@ ANSWERS_VERSION = 1
 ANSWER_CHUNK = 64  # answers stored every this many records: an interrupted generation loses at most one chunk
 
 
-def answers_key(model_fingerprint: str, max_new_tokens: int, prompt: str, max_length: int | None) -> str:
-    """What determines a greedy answer besides the record: the model's weights and the generation settings."""
+def answers_key(model_fingerprint: str, max_new_tokens: int, prompt: str, max_length: int | None,
+                precision: str = "float32") -> str:
+    """What determines a greedy answer besides the record: the model's weights, the generation
+    settings and the precision it runs in (a bf16 greedy path can part from fp32's)."""
     from cherrybench.fingerprint import hash_json
 
     return hash_json({"artifact": "greedy_answers", "version": ANSWERS_VERSION, "model": model_fingerprint,
-                      "max_new_tokens": max_new_tokens, "prompt": prompt, "max_length": max_length})
+                      "max_new_tokens": max_new_tokens, "prompt": prompt, "max_length": max_length,
+                      **_precision_entry(precision)})
+
+
+def _precision_entry(precision: str) -> dict:
+    """A key's precision entry: none for fp32, the reference, so fp32 keys stay the keys they were."""
+    return {} if precision == "float32" else {"precision": precision}
+
+
+def _precision(ctx) -> str:
+    return ctx.precision() if hasattr(ctx, "precision") else "float32"
 
 
 def cached_answers(model, records: list[Record], max_new_tokens: int = 128, prompt: str = "alpaca",
@@ -149,7 +162,7 @@ def cached_answers(model, records: list[Record], max_new_tokens: int = 128, prom
     spec = str(model) if model is not None else None
     if model_fingerprint is None:
         model_fingerprint = ctx.model_ref(spec).fingerprint
-    key = answers_key(model_fingerprint, max_new_tokens, prompt, max_length)
+    key = answers_key(model_fingerprint, max_new_tokens, prompt, max_length, _precision(ctx))
     store = ShardStore("answers", "greedy", key, meta={"model": spec, "model_fingerprint": model_fingerprint,
                                                        "max_new_tokens": max_new_tokens, "prompt": prompt,
                                                        "max_length": max_length})

@@ -116,14 +116,33 @@ def cached_file_hash(path: Path) -> str:
 
 def directory_fingerprint(path: Path) -> str:
     """Hash of a model directory: its JSON configs, its tokenizer's files and the content of
-    its weight files (a tokenizer changes every token count and score as much as the weights)."""
+    its weight files (a tokenizer changes every token count and score as much as the weights),
+    and so for each module folder a sentence-transformers `modules.json` names (its pooling
+    mode, a dense layer's weights)."""
+    parts = _file_hashes(path, "")
+    for folder in _module_folders(path):
+        parts.update(_file_hashes(path / folder, folder + "/"))
+    return hash_json(parts)
+
+
+def _file_hashes(path: Path, prefix: str) -> dict:
     parts = {}
     for file in sorted(path.iterdir()):
         if file.suffix == ".json" or file.name.endswith((".jinja", ".tiktoken")) or file.name in TOKENIZER_FILES:
-            parts[file.name] = hash_file(file)
+            parts[prefix + file.name] = hash_file(file)
         elif file.suffix in WEIGHT_SUFFIXES:
-            parts[file.name] = cached_file_hash(file)
-    return hash_json(parts)
+            parts[prefix + file.name] = cached_file_hash(file)
+    return parts
+
+
+def _module_folders(path: Path) -> list[str]:
+    """The sub-folders of a sentence-transformers model (`1_Pooling`, `2_Dense`), in order."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    folders = [m.get("path") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+    return [f for f in folders if isinstance(f, str) and f and (path / f).is_dir() and ".." not in Path(f).parts]
 
 
 @dataclass(frozen=True)

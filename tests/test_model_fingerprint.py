@@ -33,3 +33,21 @@ def test_a_readme_does_not(model_dir):
     before = directory_fingerprint(model_dir)
     (model_dir / "README.md").write_text("a model, described better")
     assert directory_fingerprint(model_dir) == before
+
+
+def test_a_sentence_transformers_module_folder_counts(tmp_path):
+    """all-MiniLM-L6-v2's layout: the pooling mode lives in 1_Pooling/config.json."""
+    import json
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "modules.json").write_text(json.dumps([{"path": ""}, {"path": "1_Pooling"}, {"path": "2_Normalize"}]))
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (tmp_path / "2_Normalize").mkdir()
+    (tmp_path / "notes").mkdir()  # not a module: not read
+    (tmp_path / "notes" / "a.json").write_text("{}")
+    before = directory_fingerprint(tmp_path)
+    (tmp_path / "notes" / "a.json").write_text('{"x": 1}')
+    assert directory_fingerprint(tmp_path) == before
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert directory_fingerprint(tmp_path) != before

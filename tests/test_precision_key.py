@@ -58,3 +58,14 @@ def test_embeddings_of_a_language_model_are_keyed_by_precision_too():
     assert _precision(LMPoolingEmbedder(), Context(device="cuda")) == "bfloat16"
     assert _precision(LMPoolingEmbedder(), Context(device="cpu")) == "float32"
     assert _precision(SentenceTransformerEmbedder(), Context(device="cuda")) == "float32"
+
+
+def test_answers_and_eval_losses_are_keyed_by_precision_too():
+    from cherrybench.evaluate import _precision, answers_key
+    from cherrybench.fingerprint import hash_json
+
+    fp32 = answers_key("weights", 48, "alpaca", 256, "float32")
+    assert fp32 == hash_json({"artifact": "greedy_answers", "version": 1, "model": "weights", "max_new_tokens": 48,
+                              "prompt": "alpaca", "max_length": 256})  # the key it always had
+    assert answers_key("weights", 48, "alpaca", 256, "bfloat16") != fp32
+    assert _precision(Context(device="cuda")) == "bfloat16" and _precision(Context(device="cpu")) == "float32"

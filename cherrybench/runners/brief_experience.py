@@ -62,6 +62,8 @@ def brief_experience_model(pool: Dataset, train: TrainConfig, ctx, clusters: int
     payload = {"artifact": "brief_experience_pick", "version": PICK_VERSION, "model": scorer,
                "prompt": train.prompt, "max_length": train.max_length, "seed": train.seed, "clusters": clusters,
                "per_cluster": per_cluster, "pool": [r.content_hash for r in pool.records]}
+    if ctx.precision() != "float32":  # bf16 hidden states and perplexities can pick other records
+        payload["precision"] = ctx.precision()
     picked = PICKS.get_json(payload)
     if picked is None:
         picked = _pick(pool, train, ctx, clusters, per_cluster)

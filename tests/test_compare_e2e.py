@@ -206,3 +206,56 @@ def test_a_skipped_pairwise_baseline_lends_its_logged_answers(tmp_path, monkeypa
     assert children["random"].info.run_id == baseline.info.run_id  # skipped, not trained again
     judged = children["longest"].data.metrics
     assert judged["heldout.vs_random.wins"] + judged["heldout.vs_random.ties"] + judged["heldout.vs_random.losses"] == 2
+
+
+PLUGIN = '''
+from cherrybench.metrics import Metric, register_metric
+
+
+@register_metric()
+class AnswerChars(Metric):
+    name = "answer_chars"
+    columns = {"answer_chars": "higher"}
+
+    def compute(self, records, ctx):
+        return self.frame([{"answer_chars": SIGN * len(r.turns[0].output), self.reason_column: None}
+                           for r in records])
+'''
+
+
+@pytest.mark.slow
+def test_a_trial_chosen_from_changed_scores_is_run_again_not_skipped(tmp_path):
+    """A plugin metric fixed between two runs (same command, same key): its scores are recomputed,
+    so the trial that selected from the old ones runs again and the leaderboard counts the new run."""
+    import subprocess
+    import sys
+
+    plugin = tmp_path / "answer_chars.py"
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    command = [sys.executable, "-m", "cherrybench.runners.compare", "--plugin", str(plugin), "--selectors", "topk",
+               "--param", "column=answer_chars", "--no-baselines", "--experiment", "fixed", "--tracking-uri", uri,
+               *ARGS, "--gen-size", "0"]
+
+    def run(sign: int) -> str:
+        plugin.write_text(f"SIGN = {sign}\n" + PLUGIN)
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stderr
+
+    run(1)
+    again = run(1)
+    assert "[topk-4-seed0] finished earlier" in again and "but with other scores" not in again  # unchanged: skipped
+    assert "but with other scores or selector code" in run(-1)  # the metric's code changed: chosen again
+    client = MlflowClient(uri)
+    children = sorted((r for r in runs_of(client, "fixed") if r.data.tags.get("cherrybench.role") == "child"),
+                      key=lambda r: r.info.start_time)
+    assert len(children) == 2 and len({r.data.tags["cherrybench.key"] for r in children}) == 1
+    chosen = [set(client_ids(client, r)) for r in children]
+    assert chosen[0] != chosen[1]  # the longest answers, then the shortest
+    board = (tmp_path / "leaderboards" / "fixed.md").read_text()
+    assert "replaced by a later run of the same selector, budget and seed" in board
+
+
+def client_ids(client, run) -> list[str]:
+    path = client.download_artifacts(run.info.run_id, "selected_ids.json")
+    return json.loads(Path(path).read_text())

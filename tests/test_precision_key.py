@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cherrybench.context import Context
 from cherrybench.fingerprint import hash_json
-from cherrybench.metrics.base import SCORING_CORE_VERSION, Metric, _plugin_sources
+from cherrybench.metrics.base import SCORING_CORE_VERSION, Metric, plugin_sources
 from cherrybench.ray_engine import RayEngine
 
 
@@ -27,7 +27,7 @@ class RunsAnEmbedder(RunsAnLM):
 def by_hand(metric, **extra) -> str:
     """The key's documented payload, written out: no precision entry unless given."""
     return hash_json({"metric": metric.name, "version": metric.version, "core": SCORING_CORE_VERSION,
-                      "params": {"k": 1}, "models": {}, **extra, "plugin_source": _plugin_sources(type(metric))})
+                      "params": {"k": 1}, "models": {}, **extra, "plugin_source": plugin_sources(type(metric))})
 
 
 def test_fp32_keys_are_unchanged_and_bf16_keys_differ():

@@ -284,10 +284,10 @@ def test_an_edited_plugin_gets_a_new_cache_key(tmp_path):
 
 def test_builtin_metric_keys_do_not_hash_sources():
     from cherrybench.context import Context
-    from cherrybench.metrics.base import _plugin_sources
+    from cherrybench.metrics.base import plugin_sources
     from cherrybench.metrics.mtld import MTLD
 
-    assert _plugin_sources(MTLD) == []
+    assert plugin_sources(MTLD) == []
     MTLD().cache_key(Context(progress=False))
 
 

@@ -70,9 +70,9 @@ class Metric(Parameterized):
             precision = ctx.precision(self)
             if precision != "float32":  # the reference precision keeps the keys it always had
                 payload["precision"] = precision
-        plugin_sources = _plugin_sources(type(self))
-        if plugin_sources:  # a plugin's compute may change without a version bump
-            payload["plugin_source"] = plugin_sources
+        sources = plugin_sources(type(self))
+        if sources:  # a plugin's compute may change without a version bump
+            payload["plugin_source"] = sources
         derived = self.inputs()
         if derived:
             payload["inputs"] = [m.cache_key(ctx, pool_fingerprint) for m in derived]
@@ -107,7 +107,7 @@ class Metric(Parameterized):
 _SOURCE_DIGESTS: dict[type, list] = {}
 
 
-def _plugin_sources(cls: type) -> list:
+def plugin_sources(cls: type) -> list:
     """sha256 of the source file of every class in `cls`'s hierarchy that lives outside
     the cherrybench package (a --plugin file, an entry-point package), read once per
     class, i.e. the code as loaded; None for a class whose source cannot be found."""

@@ -109,6 +109,7 @@ class Trial:
     seed: int
     key: str = ""
     subset: PublishedSubset | None = None
+    selection: str | None = None  # selection_key: what else decides its subset (None: full, a published subset)
 
     @property
     def name(self) -> str:
@@ -343,6 +344,63 @@ def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
                       "evals": [[e.name, [r.content_hash for r in e.records]] for e in comparison.evals],
                       "gen": [args.gen_size, args.max_new_tokens], "pairwise": args.pairwise_baseline,
                       "brief_experience": args.brief_experience, **subset})
+
+
+def selection_key(trial: Trial, comparison: Comparison, ctx, options: dict) -> str | None:
+    """What decides a trial's subset beyond its key (which hashes the options as typed): the
+    selector's resolved parameters, its code where it is a plugin, the cache keys of the scores
+    it reads (their models' weights, versions, precision, plugin code), the content of the files
+    and models its parameters name, and its embedder's weights. A finished trial whose
+    selection key differs (a fix in a metric, a refitted rule file at the same path, new judge
+    weights) is run again rather than skipped; None for `full` and published subsets."""
+    from cherrybench.embedders import resolve_embedder
+    from cherrybench.metrics.base import plugin_sources
+    from cherrybench.selectors import SELECTORS
+
+    if trial.selector == "full" or trial.subset is not None:
+        return None
+    selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
+    params = selector.get_params()
+    payload = {"params": params, "code": plugin_sources(type(selector)),
+               "scores": [m.cache_key(ctx, comparison.pool.fingerprint) for m in selector.requires()],
+               "files": {k: _path_fingerprint(v) for k, v in params.items() if _path_fingerprint(v)}}
+    if "embedder" in params:
+        payload["embedder"] = resolve_embedder(params["embedder"]).fingerprint(ctx)
+    return hash_json(payload)
+
+
+def _path_fingerprint(value) -> str | None:
+    """The content of a file or model directory a parameter names; None for anything else."""
+    from cherrybench.fingerprint import hash_file
+    from cherrybench.models import directory_fingerprint
+
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        return None
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            return hash_file(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            return directory_fingerprint(path)
+    except OSError:
+        return None
+    return None
+
+
+def finished_earlier(client, exp_id: str, trial: Trial):
+    """The finished run a rerun skips, or None: none with the trial's key, or one whose subset
+    was chosen from other scores or selector code (its selection key differs; runs logged
+    before the key existed are taken as they are)."""
+    done = tracking.finished_trial(client, exp_id, trial.key)
+    if done is None:
+        return None
+    logged = done.data.tags.get(tracking.SELECTION_TAG)
+    if logged is not None and trial.selection is not None and logged != trial.selection:
+        print(f"[{trial.name}] finished earlier in run {done.info.run_id}, but with other scores or selector code "
+              "(a metric, rule, model or plugin changed): run again; the leaderboard counts the new run",
+              file=sys.stderr)
+        return None
+    return done
 
 
 # -- the steps of one trial ---------------------------------------------------
@@ -616,8 +674,11 @@ class TrialResult:
 
 
 def trial_tags(trial: Trial) -> dict:
-    return {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
+    tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
             tracking.BUDGET_TAG: trial.budget or "full"}
+    if trial.selection is not None:
+        tags[tracking.SELECTION_TAG] = trial.selection
+    return tags
 
 
 def choose_step(trial: Trial, comparison: Comparison, ctx, options: dict) -> Choice:
@@ -697,7 +758,7 @@ def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Co
 def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Comparison, ctx, args, options: dict,
               baseline_answers: dict, progress: TrialProgress) -> list[str]:
     """One trial end to end, or its ids from the finished run when it ran before. Returns the selected ids."""
-    done = tracking.finished_trial(client, exp_id, trial.key)
+    done = finished_earlier(client, exp_id, trial)
     if done is not None:
         print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
         progress.skip()
@@ -789,7 +850,8 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
         leaders: dict[int, tuple] = {}  # id of a shared answers dict -> (the baseline trial that fills it, the dict)
         for trial, answers in schedule:
             trial.key = trial_key(trial, comparison, args, options)
-            done = tracking.finished_trial(client, exp_id, trial.key)
+            trial.selection = selection_key(trial, comparison, ctx, options)
+            done = finished_earlier(client, exp_id, trial)
             if done is not None:
                 print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
                 progress.skip()
@@ -1030,6 +1092,7 @@ def run(args) -> int:
             schedule = []
         for trial, answers in schedule:
             trial.key = trial_key(trial, comparison, args, options)
+            trial.selection = selection_key(trial, comparison, ctx, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers,
                             progress)
             selections[trial.name] = ids

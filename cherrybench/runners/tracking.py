@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 KEY_TAG = "cherrybench.key"
+SELECTION_TAG = "cherrybench.selection_key"  # what else chose a trial's subset: scores, selector code (compare.selection_key)
 SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
 BUDGET_TAG = "cherrybench.budget"  # the budget as typed (`0.05`, `10`); `full` for the baseline every budget shares

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cherrybench.cache import HASH_COLUMN, ShardStore
 from cherrybench.fingerprint import hash_json
+from cherrybench.models import precision_entry
 from cherrybench.params import Parameterized
 from cherrybench.records import Record
 from cherrybench.registry import Registry
@@ -204,11 +205,8 @@ def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cach
     store, found = None, {}
     if use_cache:
         fingerprint = model.fingerprint(ctx)
-        payload = {"embedder": model.name, "version": EMBED_VERSION, "fingerprint": fingerprint}
-        precision = _precision(model, ctx)
-        if precision != "float32":  # bf16 vectors on CUDA differ from fp32 ones; fp32 keeps its old keys
-            payload["precision"] = precision
-        key = hash_json(payload)
+        key = hash_json({"embedder": model.name, "version": EMBED_VERSION, "fingerprint": fingerprint,
+                         **precision_entry(_precision(model, ctx))})
         store = ShardStore("embeddings", model.name, key,
                            meta={"embedder": model.name, "params": model.get_params(), "fingerprint": fingerprint})
         found = _load_vectors(store)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cherrybench.models import precision_entry
 from cherrybench.prompts import context_pieces, tokenize_record
 from cherrybench.records import Record, Turn
 
@@ -86,7 +87,7 @@ def cached_eval_losses(model, records: list[Record], prompt: str = "alpaca", max
     payload = {"artifact": "eval_losses", "version": EVAL_LOSSES_VERSION,
                "model": ctx.model_ref(str(model) if model is not None else None).fingerprint,
                "prompt": prompt, "max_length": max_length, "records": [[r.id, r.content_hash] for r in records],
-               **_precision_entry(_precision(ctx))}
+               **precision_entry(_precision(ctx))}
     stored = store.get_json(payload)
     if stored is not None:
         return pd.DataFrame(stored, columns=["id", "n_tokens", "loss_sum", "loss_mean", "reason"])
@@ -134,12 +135,7 @@ def answers_key(model_fingerprint: str, max_new_tokens: int, prompt: str, max_le
 
     return hash_json({"artifact": "greedy_answers", "version": ANSWERS_VERSION, "model": model_fingerprint,
                       "max_new_tokens": max_new_tokens, "prompt": prompt, "max_length": max_length,
-                      **_precision_entry(precision)})
-
-
-def _precision_entry(precision: str) -> dict:
-    """A key's precision entry: none for fp32, the reference, so fp32 keys stay the keys they were."""
-    return {} if precision == "float32" else {"precision": precision}
+                      **precision_entry(precision)})
 
 
 def _precision(ctx) -> str:

@@ -244,3 +244,9 @@ def pick_dtype(device: str):
 def precision_name(device: str) -> str:
     """The float type a language model runs in on `device`: `float32` or `bfloat16`."""
     return str(pick_dtype(device)).removeprefix("torch.")
+
+
+def precision_entry(precision: str) -> dict:
+    """A cache key's precision entry: none for fp32, the reference, so fp32 keys stay the keys
+    they were; `{"precision": ...}` otherwise (bf16 results differ slightly from fp32 ones)."""
+    return {} if precision == "float32" else {"precision": precision}

@@ -67,9 +67,9 @@ class Metric(Parameterized):
         payload = {"metric": self.name, "version": self.version, "core": SCORING_CORE_VERSION, "params": params,
                    "models": self.fingerprints(ctx)}
         if set(self.needs) & set(LANGUAGE_MODEL_NEEDS):  # bf16 scores on CUDA differ from fp32 ones on a CPU
-            precision = ctx.precision(self)
-            if precision != "float32":  # the reference precision keeps the keys it always had
-                payload["precision"] = precision
+            from cherrybench.models import precision_entry
+
+            payload.update(precision_entry(ctx.precision(self)))
         sources = plugin_sources(type(self))
         if sources:  # a plugin's compute may change without a version bump
             payload["plugin_source"] = sources

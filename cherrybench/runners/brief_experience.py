@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cherrybench.finetune import TrainConfig, finetuned_model
+from cherrybench.models import precision_entry
 from cherrybench.prompts import context_pieces
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.store import ArtifactStore
@@ -61,9 +62,8 @@ def brief_experience_model(pool: Dataset, train: TrainConfig, ctx, clusters: int
     scorer = ctx.model_ref(train.model).fingerprint  # the model ctx.lm(train.model) embeds and scores with
     payload = {"artifact": "brief_experience_pick", "version": PICK_VERSION, "model": scorer,
                "prompt": train.prompt, "max_length": train.max_length, "seed": train.seed, "clusters": clusters,
-               "per_cluster": per_cluster, "pool": [r.content_hash for r in pool.records]}
-    if ctx.precision() != "float32":  # bf16 hidden states and perplexities can pick other records
-        payload["precision"] = ctx.precision()
+               "per_cluster": per_cluster, "pool": [r.content_hash for r in pool.records],
+               **precision_entry(ctx.precision())}  # bf16 hidden states and perplexities can pick other records
     picked = PICKS.get_json(payload)
     if picked is None:
         picked = _pick(pool, train, ctx, clusters, per_cluster)

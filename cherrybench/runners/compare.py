@@ -361,9 +361,10 @@ def selection_key(trial: Trial, comparison: Comparison, ctx, options: dict) -> s
         return None
     selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
     params = selector.get_params()
+    files = {k: _path_fingerprint(v) for k, v in params.items()}  # each file or model hashed once
     payload = {"params": params, "code": plugin_sources(type(selector)),
                "scores": [m.cache_key(ctx, comparison.pool.fingerprint) for m in selector.requires()],
-               "files": {k: _path_fingerprint(v) for k, v in params.items() if _path_fingerprint(v)}}
+               "files": {k: fp for k, fp in files.items() if fp}}
     if "embedder" in params:
         payload["embedder"] = resolve_embedder(params["embedder"]).fingerprint(ctx)
     return hash_json(payload)

@@ -343,11 +343,9 @@ def _compare(data: _SectionData, a: str, b: str, headline: str, n_resamples: int
     set_name = headline[: -len(LOSS)]
     xa, xb = data.arrays[a, set_name], data.arrays[b, set_name]
     out = {"budget": data.section.budget, "selector": a, "reference": b}
-    if xa is DIVERGED or xb is DIVERGED:
-        return {**out, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "levels": "none",
-                "n_records": np.nan}
-    if xa is None or xb is None:
-        delta = _mean(data.section.groups[a], headline) - _mean(data.section.groups[b], headline)
+    if any(x is None or x is DIVERGED for x in (xa, xb)):  # no paired test; a diverged side has no value either
+        delta = np.nan if any(x is DIVERGED for x in (xa, xb)) else \
+            _mean(data.section.groups[a], headline) - _mean(data.section.groups[b], headline)
         return {**out, "delta": delta, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "levels": "none",
                 "n_records": np.nan}
     d = stats.paired_difference(*xa, *xb, n_resamples=n_resamples, seed=seed, n_permutations=n_resamples,

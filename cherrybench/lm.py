@@ -26,6 +26,7 @@ from cherrybench.models import ModelRef, pick_device, pick_dtype, resolve_model
 LOGITS_BUDGET = 1 << 27  # logits one forward may return (kept rows x vocab, 512 MiB in fp32): bounds that buffer
 HEAD_CHUNK_ROWS = 1024  # logit rows read (in fp32) at a time
 POOLINGS = ("mean", "last", "weighted")
+JUDGE_MAX_LENGTH = 2048  # tokens of a judge's prompt: its own budget, never the scoring/training --max-length
 
 
 def position_weights(n: int) -> np.ndarray:

@@ -3,7 +3,10 @@ bias, and the winning score (wins - losses) / n + 1 of the IFD and AlpaGasus pap
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 PAIRWISE_PROMPT = (
     "You are a fair judge. Compare two responses to the same question and decide which one is more helpful, "
@@ -17,6 +20,7 @@ class PairwiseResult:
     wins: int
     ties: int
     losses: int
+    clipped: int = 0  # pairs whose question or an answer lost its tail to fit the judge's prompt
 
     @property
     def n(self) -> int:
@@ -29,7 +33,7 @@ class PairwiseResult:
 
     def as_metrics(self, prefix: str) -> dict:
         return {f"{prefix}wins": self.wins, f"{prefix}ties": self.ties, f"{prefix}losses": self.losses,
-                f"{prefix}winning_score": self.winning_score}
+                f"{prefix}winning_score": self.winning_score, f"{prefix}clipped": self.clipped}
 
 
 def outcome(prefers_a_when_first: bool, prefers_a_when_second: bool) -> str:
@@ -41,29 +45,40 @@ def outcome(prefers_a_when_first: bool, prefers_a_when_second: bool) -> str:
     return "tie"
 
 
-def tally(outcomes: list[str]) -> PairwiseResult:
-    return PairwiseResult(wins=outcomes.count("win"), ties=outcomes.count("tie"), losses=outcomes.count("loss"))
+def tally(outcomes: list[str], clipped: int = 0) -> PairwiseResult:
+    return PairwiseResult(wins=outcomes.count("win"), ties=outcomes.count("tie"), losses=outcomes.count("loss"),
+                          clipped=clipped)
 
 
-def _clip(lm, text: str, tokens: int | None) -> str:
+def _clip(lm, text: str, tokens: int | None) -> tuple[str, bool]:
+    """The text cut to its first `tokens` tokens, and whether it was cut."""
     ids = lm.encode(text)
-    return text if tokens is None or len(ids) <= tokens else lm.tokenizer.decode(ids[:tokens])
+    if tokens is None or len(ids) <= tokens:
+        return text, False
+    return lm.tokenizer.decode(ids[:tokens]), True
 
 
 def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[str],
                 max_length: int | None = None) -> PairwiseResult:
     """Compare A against B on each question with the judge LM's next-token
-    logits for "1" and "2", in both orders. With `max_length`, the question keeps
-    its first half and each answer its first quarter of that many tokens."""
+    logits for "1" and "2", in both orders. `max_length` is the judge's own
+    prompt budget (`judge_max_length`, never the training length): the question
+    keeps its first half and each answer its first quarter of that many tokens;
+    the result counts the pairs that lost text."""
     from cherrybench.lm import digit_token_ids
 
     one_two = digit_token_ids(lm, 1, 2)  # raises, naming the judge, when a digit has no token of its own
     if not len(questions) == len(answers_a) == len(answers_b):
         raise ValueError(f"{len(questions)} questions, {len(answers_a)} and {len(answers_b)} answers: counts differ")
+    clipped = 0
     if max_length:
-        questions = [_clip(lm, q, max_length // 2) for q in questions]
-        answers_a = [_clip(lm, a, max_length // 4) for a in answers_a]
-        answers_b = [_clip(lm, b, max_length // 4) for b in answers_b]
+        cut = [(_clip(lm, q, max_length // 2), _clip(lm, a, max_length // 4), _clip(lm, b, max_length // 4))
+               for q, a, b in zip(questions, answers_a, answers_b)]
+        questions, answers_a, answers_b = ([c[k][0] for c in cut] for k in range(3))
+        clipped = sum(any(part[1] for part in c) for c in cut)
+        if clipped:
+            log.warning("pairwise judging: %d of %d pairs lost text to fit judge_max_length=%d",
+                        clipped, len(cut), max_length)
     sequences = []
     for q, a, b in zip(questions, answers_a, answers_b):
         sequences.append(lm.encode(PAIRWISE_PROMPT.format(question=q, first=a, second=b)))
@@ -74,4 +89,4 @@ def judge_pairs(lm, questions: list[str], answers_a: list[str], answers_b: list[
         a_first = logits[2 * i, 0] > logits[2 * i, 1]
         a_second = logits[2 * i + 1, 1] > logits[2 * i + 1, 0]
         outcomes.append(outcome(bool(a_first), bool(a_second)))
-    return tally(outcomes)
+    return tally(outcomes, clipped)

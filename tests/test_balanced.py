@@ -147,3 +147,28 @@ def test_balanced_baselines_on_30_real_records(tmp_path):
     report = json.loads((tmp_path / "matched.report.json").read_text())
     assert report["n_kept"] == report["reference"]["n_kept"] and 0 < report["n_kept"] <= 10
     assert all(b["kept"] == b["reference"] for b in report["bins"].values())
+
+
+def test_editing_the_grouping_field_changes_compares_selection_key(tmp_path):
+    """The pool's fingerprint covers the records' text, not a raw field; random_balanced by=field
+    groups by one, so compare's selection key must see it (an edited label reruns the trial),
+    while an edit to another raw field, or grouping by cluster, leaves the key as it was."""
+    from cherrybench.finetune import TrainConfig
+    from cherrybench.runners.compare import Comparison, Trial, selection_key
+
+    rows = category_rows()
+    ctx = Context(model=None, device="cpu", progress=False)
+    trial = Trial("random_balanced", "4", 0)
+
+    def key(rows, **options) -> str:
+        pool = load_dataset(write(tmp_path, rows))
+        return selection_key(trial, Comparison(pool, [], TrainConfig(), ["4"]), ctx, options)
+
+    relabelled = [dict(r) for r in rows]
+    relabelled[0]["category"] = "other"
+    noted = [dict(r, note="edited") for r in rows]
+    assert load_dataset(write(tmp_path, relabelled)).fingerprint == load_dataset(write(tmp_path, rows)).fingerprint
+    by_field = {"by": "field", "field": "category"}
+    assert key(rows, **by_field) != key(relabelled, **by_field)
+    assert key(rows, **by_field) == key(noted, **by_field)
+    assert key(rows, by="cluster") == key(relabelled, by="cluster")

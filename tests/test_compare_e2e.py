@@ -35,6 +35,9 @@ class Flaky(RandomSample):
 '''
 
 
+LONG_QUESTION = ("You are planning a week of meals for a family of four with one vegetarian, one child who will not "
+                 "eat anything green, and a budget of sixty dollars: list the seven dinners, what to buy for them, "
+                 "and how to cook two of them ahead on Sunday so that the weekdays take under twenty minutes.")
 ARGS = ["--pool-size", "12", "--eval-size", "4", "--budget", "4", "--max-length", "64", "--gen-size", "2",
         "--max-new-tokens", "8", "--train-batch-size", "4", "--no-progress", "--device", "cpu"]
 
@@ -49,7 +52,7 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     vicuna = tmp_path / "vicuna_test_set.jsonl"  # a prompt-only test set: no eval loss, a stated reason
     vicuna.write_text("".join(json.dumps({"question_id": i, "text": q}) + "\n" for i, q in
-                              enumerate(["Name a fruit.", "What is 2+2?", "Say hello.", "Name a colour."])))
+                              enumerate(["Name a fruit.", LONG_QUESTION, "Say hello.", "Name a colour."])))
     assert compare_main(["--selectors", "ifd,longest", "--experiment", "e2e", "--tracking-uri", mlflow_server,
                          "--eval", f"vic:{vicuna}", "--eval-limit", "2", *ARGS]) == 0
     ties = [r.getMessage().split(":")[0] for r in caplog.records if "the judge called" in r.getMessage()]
@@ -76,6 +79,8 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
             assert wins + ties + losses == 2 and metrics["vic.vs_full.wins"] + metrics["vic.vs_full.ties"] \
                 + metrics["vic.vs_full.losses"] == 2  # --eval-limit 2 of the 4 prompts
             assert metrics["heldout.vs_full.winning_score"] == pytest.approx((wins - losses) / 2 + 1)
+            # the pair prompt has the judges' budget (2048), not --max-length 64: the long question stays whole
+            assert metrics["vic.vs_full.clipped"] == 0 and metrics["heldout.vs_full.clipped"] == 0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"selected_ids.json", "selection_report.json", "subset.json", "answers.json", "eval"} <= artifacts
         assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {

@@ -32,3 +32,17 @@ def test_identical_answers_always_tie_with_real_judge(lm):
     result = judge_pairs(lm, questions, answers, answers)
     assert (result.wins, result.ties, result.losses) == (0, 2, 0)
     assert result.winning_score == 1.0
+
+
+@pytest.mark.slow
+def test_pairs_are_clipped_to_the_judges_budget_and_counted(lm):
+    """The question keeps half of `max_length` tokens, each answer a quarter; a pair
+    that lost text is counted, one that fits is not."""
+    long_question = " ".join(f"word{i}" for i in range(200))
+    questions, answers = ["Name a prime number.", long_question], ["Seven.", "Eleven."]
+    assert len(lm.encode(long_question)) > 64 and len(lm.encode(questions[0])) < 32
+    assert judge_pairs(lm, questions, answers, answers, max_length=128).clipped == 1
+    assert judge_pairs(lm, questions, answers, answers, max_length=2048).clipped == 0
+    long_answer = ["Seven. " * 40, "Eleven."]
+    result = judge_pairs(lm, questions[:1] * 2, long_answer, answers, max_length=128)
+    assert result.clipped == 1 and result.as_metrics("x.")["x.clipped"] == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.generated import GeneratedAnswerMetric
 
@@ -65,7 +66,7 @@ class InsTag(GeneratedAnswerMetric):
     template = TEMPLATE
     prefill = PREFILL
 
-    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = 2048,
+    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = JUDGE_MAX_LENGTH,
                  max_new_tokens: int = 256):
         self.tagger = tagger  # the tagger LM (default: the scoring model)
         self.chat = chat

@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.generated import GeneratedAnswerMetric
 
@@ -46,7 +47,7 @@ class InstructionNode(GeneratedAnswerMetric):
     template = TEMPLATE
     prefill = PREFILL
 
-    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = 2048,
+    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = JUDGE_MAX_LENGTH,
                  max_new_tokens: int = 64):
         self.judge = judge
         self.chat = chat

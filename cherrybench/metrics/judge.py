@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cherrybench.lm import digit_token_ids
+from cherrybench.lm import JUDGE_MAX_LENGTH, digit_token_ids
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.base import Metric
 from cherrybench.records import Record, Turn
@@ -56,7 +56,7 @@ class PromptJudge(Metric):
     needs = ("judge",)
     volatile = ()
 
-    def __init__(self, judge: str | None = None, chat: bool = False, judge_max_length: int = 2048):
+    def __init__(self, judge: str | None = None, chat: bool = False, judge_max_length: int = JUDGE_MAX_LENGTH):
         self.judge = judge
         self.chat = chat
         self.judge_max_length = judge_max_length
@@ -156,7 +156,7 @@ class Judge(PromptJudge):
     columns = {"judge_score": "higher"}
 
     def __init__(self, template: str = "{query}\n{output}\nScore (1-6): ", low: int = 1, high: int = 6,
-                 judge: str | None = None, chat: bool = False, judge_max_length: int = 2048):
+                 judge: str | None = None, chat: bool = False, judge_max_length: int = JUDGE_MAX_LENGTH):
         super().__init__(judge=judge, chat=chat, judge_max_length=judge_max_length)
         self.template = template
         self.low = low

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics import register_metric
 from cherrybench.metrics.judge import PromptJudge, expected_scores
 
@@ -121,7 +122,7 @@ class SelectIT(PromptJudge):
 
     def __init__(self, judge: str | None = None, judges: list | None = None, judge_sizes: list | None = None,
                  scale: int = 5, alpha: float = 0.2, readout: str = "paper", chat: bool = False,
-                 judge_max_length: int = 2048):
+                 judge_max_length: int = JUDGE_MAX_LENGTH):
         super().__init__(judge=judge, chat=chat, judge_max_length=judge_max_length)
         self.judges = judges  # several judge models (the model level); in place of `judge`
         self.judge_sizes = judge_sizes  # their sizes theta (default: parameter counts)

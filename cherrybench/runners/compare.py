@@ -350,7 +350,8 @@ def selection_key(trial: Trial, comparison: Comparison, ctx, options: dict) -> s
     """What decides a trial's subset beyond its key (which hashes the options as typed): the
     selector's resolved parameters, its code where it is a plugin, the cache keys of the scores
     it reads (their models' weights, versions, precision, plugin code), the content of the files
-    and models its parameters name, and its embedder's weights. A finished trial whose
+    and models its parameters name, its embedder's weights, and what it reads of the pool beyond
+    the records' text (`Selector.selection_inputs`, e.g. random_balanced's grouping field). A finished trial whose
     selection key differs (a fix in a metric, a refitted rule file at the same path, new judge
     weights) is run again rather than skipped; None for `full` and published subsets."""
     from cherrybench.embedders import resolve_embedder
@@ -367,6 +368,9 @@ def selection_key(trial: Trial, comparison: Comparison, ctx, options: dict) -> s
                "files": {k: fp for k, fp in files.items() if fp}}
     if "embedder" in params:
         payload["embedder"] = resolve_embedder(params["embedder"]).fingerprint(ctx)
+    inputs = selector.selection_inputs(comparison.pool.records)
+    if inputs is not None:  # only where a selector reads more than the text: other keys stay as they were
+        payload["inputs"] = hash_json(inputs)
     return hash_json(payload)
 
 
@@ -545,6 +549,7 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
     generated answers, pairwise judging against the baseline's answers.
     Returns (metrics, NaN reasons, per-record tables by set, answers)."""
     from cherrybench.evaluate import cached_eval_losses, pooled_loss, pooled_loss_problem
+    from cherrybench.lm import JUDGE_MAX_LENGTH
     from cherrybench.pairwise import judge_pairs
 
     train = comparison.train
@@ -578,7 +583,7 @@ def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, c
         elif set_name in baseline_answers:
             questions = [r.turns[0].query for r in eval_set.records[: len(texts)]]
             result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name],
-                                 max_length=train.max_length)
+                                 max_length=int(options.get("judge_max_length", JUDGE_MAX_LENGTH)))
             prefix = f"{set_name}.vs_{args.pairwise_baseline}."
             metrics.update(result.as_metrics(prefix))
             metrics[f"{prefix}tie_rate"] = result.ties / result.n if result.n else None

@@ -709,6 +709,7 @@ EXTRA_MEANINGS = {
     "ties": "pairwise comparisons tied, a count",
     "losses": "pairwise comparisons lost, a count",
     "tie_rate": "share of pairwise comparisons the judge tied, 0..1 (above 0.9: it cannot tell the answers apart)",
+    "clipped": "pairwise comparisons whose question or an answer lost its tail to fit `judge_max_length`, a count",
     "train_loss": "final training loss on the selected subset, nats (not comparable across subsets)",
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics.alpagasus import AlpaGasus
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import RankingSelector
@@ -16,7 +17,7 @@ class AlpaGasusSelector(RankingSelector):
     column = "alpagasus"
 
     def __init__(self, judge: str | None = None, threshold: float = 4.5, chat: bool = False,
-                 judge_max_length: int = 2048):
+                 judge_max_length: int = JUDGE_MAX_LENGTH):
         self.judge = judge
         self.threshold = threshold
         self.chat = chat

@@ -80,6 +80,12 @@ class Selector(Parameterized):
     def select(self, scores: pd.DataFrame, budget: Budget, ctx) -> Selection:
         raise NotImplementedError
 
+    def selection_inputs(self, records: list) -> object:
+        """What of the pool beyond its records' text (which the pool's fingerprint covers) decides
+        this selector's subset, e.g. a raw field it groups by, as JSON-able data; None when nothing.
+        `compare` folds it into a trial's selection key, so that editing it reruns the trial."""
+        return None
+
 
 class RankingSelector(Selector):
     """A selector that ranks records by one score column and keeps the best.

@@ -8,6 +8,7 @@ import numpy as np
 
 from cherrybench.diversity import normalize, repr_filter
 from cherrybench.embedders import embed
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics.deita import Deita
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import RankingSelector, records_for
@@ -21,7 +22,7 @@ class DeitaSelector(RankingSelector):
     column = "evol_score"
 
     def __init__(self, judge: str | None = None, embedder: str | None = None, text: str = "conversation",
-                 tau: float = 0.9, chat: bool = False, judge_max_length: int = 2048):
+                 tau: float = 0.9, chat: bool = False, judge_max_length: int = JUDGE_MAX_LENGTH):
         self.judge = judge
         self.embedder = embedder
         self.text = text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics.instag import InsTag, split_tags
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import RankingSelector, require_columns
@@ -16,7 +17,7 @@ from cherrybench.selectors.base import RankingSelector, require_columns
 class _InsTagRule(RankingSelector):
     column = "instag_complexity"
 
-    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = 2048,
+    def __init__(self, tagger: str | None = None, chat: bool = True, judge_max_length: int = JUDGE_MAX_LENGTH,
                  max_new_tokens: int = 256):
         self.tagger = tagger
         self.chat = chat

@@ -4,6 +4,7 @@ the records whose questions a judge LM rewrites into the largest semantic trees
 
 from __future__ import annotations
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics.instruction_node import InstructionNode
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import RankingSelector
@@ -16,7 +17,7 @@ class InstructionNodeSelector(RankingSelector):
     name = "instruction_node"
     column = "instruction_node"
 
-    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = 2048, max_new_tokens: int = 64):
+    def __init__(self, judge: str | None = None, chat: bool = True, judge_max_length: int = JUDGE_MAX_LENGTH, max_new_tokens: int = 64):
         self.judge = judge
         self.chat = chat
         self.judge_max_length = judge_max_length

@@ -74,6 +74,12 @@ class RandomBalanced(Selector):
         if not isinstance(self.field, str) or not self.field:
             raise ValueError(f"{self.who}: parameter field must be a record field name, got {self.field!r}")
 
+    def selection_inputs(self, records: list) -> object:
+        """The grouping field's values (a raw field, outside the records' content hash)."""
+        if self.by != "field":
+            return None
+        return [[r.id, _label(r.raw[self.field]) if self.field in r.raw else None] for r in records]
+
     def groups(self, scores, ctx) -> list[str]:
         """Each row's group label."""
         records = records_for(scores, ctx, self.name)

@@ -4,6 +4,7 @@ every choice of ours are described in `metrics/selectit.py`."""
 
 from __future__ import annotations
 
+from cherrybench.lm import JUDGE_MAX_LENGTH
 from cherrybench.metrics.selectit import SelectIT
 from cherrybench.selectors import register_selector
 from cherrybench.selectors.base import RankingSelector
@@ -18,7 +19,7 @@ class SelectITSelector(RankingSelector):
 
     def __init__(self, judge: str | None = None, judges: list | None = None, judge_sizes: list | None = None,
                  scale: int = 5, alpha: float = 0.2, readout: str = "paper", chat: bool = False,
-                 judge_max_length: int = 2048):
+                 judge_max_length: int = JUDGE_MAX_LENGTH):
         self.judge = judge
         self.judges = judges
         self.judge_sizes = judge_sizes

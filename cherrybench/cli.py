@@ -14,8 +14,8 @@ import threading
 from contextlib import contextmanager
 
 from cherrybench.runners.checks import USER_ERRORS, check_command
-from cherrybench.runners.options import (add_common_arguments, add_data_arguments, add_model_arguments, load_data,
-                                         make_context, plugin_options)
+from cherrybench.runners.options import (add_common_arguments, add_data_arguments, add_model_arguments, input_files,
+                                         load_data, make_context, plugin_options)
 
 # subcommands that live in their own runner module: (name, module, help)
 RUNNER_COMMANDS = [
@@ -33,11 +33,14 @@ def cmd_score(args) -> int:
     from cherrybench.outputs import SCORE_SUFFIXES, check_output, write_scores
     from cherrybench.scoring import score
 
-    check_output(args.out, [args.data], SCORE_SUFFIXES)  # fail before scoring, not after
+    inputs = input_files(args)  # --data, and any rule file, target or model the options name
+    check_output(args.out, inputs, SCORE_SUFFIXES)  # fail before scoring, not after
     dataset = load_data(args)
     metrics = build_metrics([m.strip() for m in args.metrics.split(",") if m.strip()], plugin_options(args))
-    table = score(dataset, metrics, make_context(args), use_cache=not args.no_cache)
-    write_scores(table, args.out, dataset)
+    ctx = make_context(args)
+    table = score(dataset, metrics, ctx, use_cache=not args.no_cache)
+    keys = {m.name: m.cache_key(ctx, dataset.fingerprint) for m in metrics}  # `select --scores` checks them
+    write_scores(table, args.out, dataset, inputs, score_keys=keys)
     print(f"wrote {len(table)} rows x {len(table.columns)} columns to {args.out}")
     return 0
 
@@ -47,7 +50,8 @@ def cmd_select(args) -> int:
     from cherrybench.runners.select import check_selection_outputs, run_selection, write_selection
     from cherrybench.selectors import SELECTORS, Budget
 
-    check_selection_outputs(args.out, [args.data, args.scores])  # fail before scoring, not after
+    inputs = input_files(args)  # --data, --scores, and any rule file, target or model the options name
+    check_selection_outputs(args.out, inputs)  # fail before scoring, not after
     dataset = load_data(args)
     options = plugin_options(args)
     options.setdefault("seed", args.seed)
@@ -56,7 +60,8 @@ def cmd_select(args) -> int:
     selection, _ = run_selection(dataset, selector, Budget.parse(args.budget), make_context(args), given,
                                  dedup=None if args.dedup == "off" else args.dedup, embedder=args.embedder)
     out, report = write_selection(dataset, selection, args.out, [args.scores] if args.scores else [],
-                                  command=args.command_line, audit=getattr(selection, "audit", None))
+                                  command=args.command_line, audit=getattr(selection, "audit", None),
+                                  protected=inputs)
     shown = {k: v for k, v in selection.report.items()}
     print(json.dumps(shown, indent=2, default=str))
     print(f"wrote {len(selection.ids)} records to {out} and the report to {report}")
@@ -121,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     add_model_arguments(p)
     p.add_argument("--metrics", required=True, help="comma-separated metric names (see `cherrybench metrics`)")
-    p.add_argument("--out", required=True, help="output table (.parquet, .csv or .jsonl)")
+    p.add_argument("--out", required=True, help="output table (.parquet, .csv, .jsonl or .json)")
 
     p = add_command("select", "select a subset under a budget", cmd_select)
     add_data_arguments(p)

@@ -18,6 +18,7 @@ temporary folder and logged to MLflow (compare), to the run's working directory;
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -281,30 +282,74 @@ def _listed(ids: list[str], limit: int = 5) -> str:
     return f"{len(ids)} ({shown}{', ...' if len(ids) > limit else ''})"
 
 
+def _own_id(record: Record) -> bool:
+    """Whether the record carries an `id` of its own (else load_dataset numbered it by position)."""
+    return isinstance(record.raw, dict) and record.raw.get("id") is not None
+
+
+def _diff_by_id(old: dict, records: list[Record]) -> tuple[list, list, list]:
+    new = {r.id: short_hash(r) for r in records}
+    return ([i for i in old if i not in new], [repr(i) for i in new if i not in old],
+            [i for i in new if i in old and old[i] != new[i]])
+
+
+def _diff_by_position(ids: list[str], hashes: list[str], records: list[Record]) -> tuple[list, list, list]:
+    """Records without ids of their own, matched to the manifest's entries by content and position
+    (a subset is written in input order): an edited record is one changed record (named by the
+    manifest's id, the pool's position id), not one removal plus one addition. Added records are
+    named by their place in the file, or by their own id."""
+    new = [short_hash(r) for r in records]
+    removed, added, changed = [], [], []  # positions in the manifest, in the file, in the manifest
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, hashes, new, autojunk=False).get_opcodes():
+        if tag != "equal":
+            paired = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+            changed += range(i1, i1 + paired)
+            removed += range(i1 + paired, i2)
+            added += range(j1 + paired, j2)
+    for i in list(removed):  # a record that moved (the same content elsewhere) is neither removed nor added
+        j = next((j for j in added if new[j] == hashes[i]), None)
+        if j is not None:
+            removed.remove(i)
+            added.remove(j)
+    labels = [repr(records[j].id) if _own_id(records[j]) else f"#{j + 1} of the file" for j in added]
+    return [ids[i] for i in removed], labels, [ids[i] for i in changed]
+
+
+def _listed_labels(labels: list[str], limit: int = 5) -> str:
+    return f"{len(labels)} ({', '.join(labels[:limit])}{', ...' if len(labels) > limit else ''})"
+
+
 def subset_changes(entry: dict, path: Path, fmt: str | None) -> str:
     """Which records of a changed subset differ from the manifest's: removed, added, or changed
-    in content (by id); or why the file cannot be read as a subset any more."""
+    in content; or why the file cannot be read as a subset any more. Records with ids of their
+    own are matched by id; when some carry none (load_dataset numbers those by position, while
+    the manifest keeps the pool's position ids), by content and position."""
     try:
         records = load_dataset(path, fmt).records
     except DataError as exc:
         return f"it no longer reads as a subset ({exc})"
-    old = dict(zip(entry.get("ids", []), entry.get("record_hashes", [])))
-    new = {r.id: short_hash(r) for r in records}
+    ids, hashes = list(entry.get("ids", [])), list(entry.get("record_hashes", []))
+    by_id = all(_own_id(r) for r in records)
+    if by_id:
+        removed, added, changed = _diff_by_id(dict(zip(ids, hashes)), records)
+    else:
+        removed, added, changed = _diff_by_position(ids, hashes, records)
     parts = []
-    removed = [i for i in old if i not in new]
-    added = [i for i in new if i not in old]
-    changed = [i for i in new if i in old and old[i] != new[i]]
     if removed:
         parts.append(f"records removed: {_listed(removed)}")
     if added:
-        parts.append(f"records added: {_listed(added)}")
+        parts.append(f"records added: {_listed_labels(added)}")
     if changed:
         parts.append(f"records whose content changed: {_listed(changed)}")
     if not parts:
-        same_order = [r.id for r in records] == list(old)
+        now = [r.id for r in records] if by_id else [short_hash(r) for r in records]
+        same_order = now == (ids if by_id else hashes)
         parts.append("the same records with the same content" + ("" if same_order else ", in another order")
                      + " (the file's bytes differ: formatting, key order or other fields)")
-    return f"{len(records)} records now, {len(old)} then; " + "; ".join(parts)
+    elif not by_id:
+        parts.append("the subset's records carry no id: matched by content and position, named by the "
+                     "pool's position ids")
+    return f"{len(records)} records now, {len(ids)} then; " + "; ".join(parts)
 
 
 def check_manifest(path: str | Path, base: str | Path | None = None) -> list[Check]:

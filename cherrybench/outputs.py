@@ -14,7 +14,9 @@ debris behind:
 - Score tables carry each record's content hash (`_record_hash`) and the data
   set's fingerprint (Parquet schema metadata; a `_data_fingerprint` column in
   CSV, JSONL and JSON), so `select --scores` can refuse a table computed for
-  other data instead of matching ids by position.
+  other data instead of matching ids by position; and each metric's score-cache
+  key (`_score_keys`, stored the same way), so it can refuse scores computed with
+  other parameters or models.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ SCORE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 SUBSET_SUFFIXES = (".json", ".jsonl", ".parquet")
 FINGERPRINT_COLUMN = "_data_fingerprint"
 FINGERPRINT_KEY = b"cherrybench.data_fingerprint"
-BOOKKEEPING_COLUMNS = (HASH_COLUMN, FINGERPRINT_COLUMN)
+SCORE_KEYS_COLUMN = "_score_keys"  # JSON {metric: score-cache key}: the settings and models behind its columns
+SCORE_KEYS_KEY = b"cherrybench.score_keys"
+BOOKKEEPING_COLUMNS = (HASH_COLUMN, FINGERPRINT_COLUMN, SCORE_KEYS_COLUMN)
 _KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
 
@@ -210,12 +214,16 @@ def _json_scalar(value):
     return value
 
 
-def write_scores(table: pd.DataFrame, out, dataset: Dataset | None = None) -> Path:
+def write_scores(table: pd.DataFrame, out, dataset: Dataset | None = None, inputs=(),
+                 score_keys: dict[str, str] | None = None) -> Path:
     """Write a score table; the writer follows the suffix (.parquet, .csv, .jsonl, or
     .json for an array of row objects). With `dataset` (whose rows the table holds,
     in order) each row gets its record's `_record_hash` and the file the data
-    fingerprint, which `check_scores_match` verifies. NaN is written as JSON null."""
-    inputs = [dataset.path] if dataset is not None else []
+    fingerprint, which `check_scores_match` verifies. `score_keys` (metric name ->
+    score-cache key) says which settings and models made each metric's columns, for
+    `select --scores` to check. `out` may not be the data file or one of `inputs`.
+    NaN is written as JSON null."""
+    inputs = [*([dataset.path] if dataset is not None else []), *inputs]
     target = check_output(out, inputs, SCORE_SUFFIXES)
     suffix = Path(out).suffix.lower()
     table = table.reset_index(drop=True)
@@ -229,6 +237,10 @@ def write_scores(table: pd.DataFrame, out, dataset: Dataset | None = None) -> Pa
         fingerprint = dataset.fingerprint
         if suffix != ".parquet":
             table[FINGERPRINT_COLUMN] = fingerprint
+    keys = json.dumps(dict(sorted(score_keys.items())), separators=(",", ":")) if score_keys else None
+    if keys is not None and suffix != ".parquet":
+        table = table.drop(columns=[SCORE_KEYS_COLUMN], errors="ignore")
+        table[SCORE_KEYS_COLUMN] = keys
 
     def write(handle):
         if suffix == ".parquet":
@@ -236,9 +248,13 @@ def write_scores(table: pd.DataFrame, out, dataset: Dataset | None = None) -> Pa
             import pyarrow.parquet as pq
 
             arrow = pa.Table.from_pandas(table, preserve_index=False)
+            meta = {}
             if fingerprint is not None:
-                arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
-                                                       FINGERPRINT_KEY: fingerprint.encode()})
+                meta[FINGERPRINT_KEY] = fingerprint.encode()
+            if keys is not None:
+                meta[SCORE_KEYS_KEY] = keys.encode()
+            if meta:
+                arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
             pq.write_table(arrow, handle)
         elif suffix == ".csv":
             handle.write(table.to_csv(index=False).encode("utf-8"))
@@ -255,16 +271,17 @@ def write_scores(table: pd.DataFrame, out, dataset: Dataset | None = None) -> Pa
 
 def read_scores(path) -> pd.DataFrame:
     """A score table written by `write_scores` (or another tool: then it has no
-    hashes, and `check_scores_match` refuses it). `attrs` holds the path and the
-    data fingerprint when the file has one."""
+    hashes, and `check_scores_match` refuses it). `attrs` holds the path, the
+    data fingerprint and the metrics' score-cache keys (`score_keys`, None for a
+    table that stores none) when the file has them."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SCORE_SUFFIXES:
         raise DataError(f"--scores {path}: suffix {path.suffix!r}; supported: {', '.join(SCORE_SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"--scores {path}: " + ("is a directory" if path.is_dir() else "no such file"))
-    fingerprint = None
-    text_columns = {"id": str, HASH_COLUMN: str, FINGERPRINT_COLUMN: str}
+    fingerprint = keys = None
+    text_columns = {"id": str, HASH_COLUMN: str, FINGERPRINT_COLUMN: str, SCORE_KEYS_COLUMN: str}
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -273,6 +290,8 @@ def read_scores(path) -> pd.DataFrame:
             meta = arrow.schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprint = meta[FINGERPRINT_KEY].decode()
+            if SCORE_KEYS_KEY in meta:
+                keys = meta[SCORE_KEYS_KEY].decode()
             table = arrow.to_pandas()
         elif suffix == ".csv":
             table = pd.read_csv(path)
@@ -299,8 +318,29 @@ def read_scores(path) -> pd.DataFrame:
         if len(values) > 1:
             raise DataError(f"--scores {path}: rows from {len(values)} different data sets ({FINGERPRINT_COLUMN})")
         fingerprint = next(iter(values), fingerprint)
-    table.attrs = {"path": str(path), "data_fingerprint": fingerprint}
+    if SCORE_KEYS_COLUMN in table.columns:
+        values = {v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+                  for v in table[SCORE_KEYS_COLUMN] if v is not None and not (isinstance(v, float) and math.isnan(v))
+                  and v != ""}
+        if len(values) > 1:
+            raise DataError(f"--scores {path}: rows scored with {len(values)} different settings ({SCORE_KEYS_COLUMN})")
+        keys = next(iter(values), keys)
+    table.attrs = {"path": str(path), "data_fingerprint": fingerprint, "score_keys": _score_keys(keys, path)}
     return table
+
+
+def _score_keys(text: str | None, path) -> dict[str, str] | None:
+    """The metric -> score-cache key map a score table stores, or None when it stores none."""
+    if text is None:
+        return None
+    try:
+        keys = json.loads(text)
+    except json.JSONDecodeError:
+        keys = None
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        raise DataError(f"--scores {path}: its {SCORE_KEYS_COLUMN} ({text[:60]!r}) is not a JSON object of "
+                        "metric names and score-cache keys")
+    return keys
 
 
 def check_scores_match(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
@@ -347,12 +387,24 @@ def check_numeric_columns(table: pd.DataFrame, columns: Iterable[str]) -> None:
         values = table[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             continue
-        for rid, value in zip(table["id"], values):
-            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                continue
-            if hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and value.dtype.kind in "iuf":
-                continue  # a numpy scalar in an object column
-            raise DataError(f"--scores {source}: column {column!r} must hold numbers; the row for id {rid!r} "
-                            f"has {value!r} ({type(value).__name__})")
+        bad = [(rid, value) for rid, value in zip(table["id"], values) if not _is_number(value)]
+        if not bad:
+            continue
+        # the first value that is no number at all ('abc' in a CSV column, whose other cells are then read as
+        # text too); failing that, the first number written as text (a JSON "12.5"), which is not cast either
+        rid, value = next(((rid, v) for rid, v in bad if not _parses_as_number(v)), bad[0])
+        raise DataError(f"--scores {source}: column {column!r} must hold numbers; the row for id {rid!r} "
+                        f"has {value!r} ({type(value).__name__})")
+
+
+def _is_number(value) -> bool:
+    """A number or a null, as a score column may hold; not text, a list or a boolean."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return True
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    return hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and value.dtype.kind in "iuf"  # numpy scalar
+
+
+def _parses_as_number(value) -> bool:
+    return isinstance(value, str) and not pd.isna(pd.to_numeric(value, errors="coerce"))

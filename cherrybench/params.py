@@ -61,7 +61,7 @@ class Parameterized:
         """A value of the kind its parameter declares (its default's type, or for a default
         of None a plain `bool | None`-style annotation), so that a wrong one fails here,
         named, not as a TypeError deep in a run: text for a string (a number typed on the
-        command line, `--param column=5`, stays the text typed), true or false for a flag,
+        command line, `--param column=5`, becomes the text "5"; 1.50 becomes "1.5", as JSON reads it), true or false for a flag,
         a number for a number (a whole one for an integer; 3.0 is read as 3), a list for a
         list. None, and any parameter of another kind, is left to check_params. Without
         `check`, only converts (the plugin's own check_params runs next, with its ranges)."""

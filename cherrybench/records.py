@@ -534,20 +534,34 @@ def parse_record(row: dict, fmt: str, default_id: str, where: str, source: Sourc
         turns, system = _turns_from_messages(row["messages"], where, "messages", "role", "content")
     else:
         raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    rid = row.get("id")
+    return Record(id=record_id(row, where, default_id), turns=turns, system=system, raw=row, where=where,
+                  source=source)
+
+
+def record_id(row: dict, where: str, default_id: str, key: str = "id") -> str:
+    """A record's id: its `key` field, a string or an integer (not a float or a bool, whose text
+    would not be the id written); `default_id` (its 0-based position) when the field is missing
+    or null (a Parquet row without a value in an id column is keyed like a JSON record without one)."""
+    rid = row.get(key)
     if rid is None:
-        rid = default_id
-    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        raise DataError(f"{where}: field 'id' must be a string or an integer, got {type(rid).__name__}")
-    return Record(id=str(rid), turns=turns, system=system, raw=row, where=where, source=source)
+        return default_id
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise DataError(f"{where}: field {key!r} must be a string or an integer, got {type(rid).__name__}")
+    return str(rid)
 
 
-def check_unique_ids(records: list[Record]) -> None:
-    seen: dict[str, str] = {}
+def check_unique_ids(records: list[Record], key: str = "id") -> None:
+    """Each id once. A clash with a record keyed by its position (no `key` of its own) says so:
+    the clashing id is then nowhere in the file."""
+    seen: dict[str, Record] = {}
     for record in records:
-        if record.id in seen:
-            raise DataError(f"{record.where}: duplicate id {record.id!r} (first at {seen[record.id]})")
-        seen[record.id] = record.where
+        first = seen.get(record.id)
+        if first is not None:
+            missing = next((r.where for r in (first, record) if r.raw.get(key) is None), None)
+            why = (f"; {missing} has no {key!r} (missing or null), so its id is the 0-based position: give every "
+                   f"record its own {key!r}") if missing else ""
+            raise DataError(f"{record.where}: duplicate id {record.id!r} (first at {first.where}){why}")
+        seen[record.id] = record
 
 
 def load_dataset(path: str | Path, fmt: str | None = None) -> Dataset:

@@ -247,3 +247,16 @@ def test_agreement_never_overwrites_a_score_file_it_reads(scored, tmp_path, caps
     assert main(["agreement", "--data", str(data), "--scores", str(given), "--out", str(inside)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert given.read_bytes() == scores.read_bytes()
+
+
+def test_agreement_never_overwrites_a_file_a_param_names(scored, tmp_path, capsys):
+    """A file named by --param (a rule file, a target) is an input too: an output of the same name is refused."""
+    data, scores, dataset = scored
+    inside = tmp_path / "agree2"
+    inside.mkdir()
+    named = inside / "overlap.csv"
+    named.write_text("a rule or target file the user keeps here\n")
+    assert main(["agreement", "--data", str(data), "--scores", str(scores), "--out", str(inside),
+                 "--param", f"target={named}"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert named.read_text() == "a rule or target file the user keeps here\n"

@@ -55,6 +55,27 @@ def test_readme_plugin_example_works_as_written(tmp_path):
     assert [l for l in (tmp_path / "top.jsonl").read_text().splitlines()] == data.read_text().splitlines()[:2]
 
 
+def readme_selector_plugin() -> str:
+    match = re.search(r"```python\n(# my_selectors\.py\n.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert match, "the README must keep its complete selector example"
+    return match.group(1)
+
+
+def test_readme_selector_example_works_as_written(tmp_path):
+    """The selector file the README shows, beside its metric file, selects by that metric's column."""
+    (tmp_path / "my_metrics.py").write_text(readme_plugin())
+    (tmp_path / "my_selectors.py").write_text(readme_selector_plugin())
+    data = tmp_path / "d.jsonl"
+    rows = ['{"instruction": "Why?", "output": "a"}', '{"instruction": "Why? How? When?", "output": "b"}',
+            '{"instruction": "Tell me.", "output": "c"}', '{"instruction": "How? Why?", "output": "d"}']
+    data.write_text("\n".join(rows) + "\n")
+    done = subprocess.run([sys.executable, "-m", "cherrybench", "--plugin", "my_metrics.py", "--plugin", "my_selectors.py",
+                           "select", "--data", str(data), "--selector", "most_questions", "--budget", "2",
+                           "--out", "most.jsonl", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "most.jsonl").read_text().splitlines() == [rows[1], rows[3]]  # 3 and 2 questions, input order
+
+
 def test_entry_point_plugins_load(tmp_path, monkeypatch):
     """A distribution on sys.path declaring the entry-point group is found."""
     (tmp_path / "ep_plugin.py").write_text(

@@ -101,3 +101,18 @@ def test_an_exclusion_names_the_reason_of_the_metric_that_scored_the_column():
         {"no_ifd:prompt_too_long": 1}
     assert SELECTORS.get("superfiltering").from_options({}).select(
         table, Budget.parse("2"), None).report["excluded"] == {"no_ifd_ppl:prompt_too_long": 1}
+
+
+def test_topk_hands_the_runs_options_to_its_columns_metric(tmp_path):
+    """`--param threshold=0.3` with topk over mtld reaches MTLD (it used to be accepted and ignored):
+    the scores topk reads are those MTLD scores on its own with the same options."""
+    from cherrybench.context import Context
+    from cherrybench.metrics import METRICS
+
+    ctx = Context(model=None, device="cpu", progress=False)
+    for selector in ("topk", "threshold"):
+        options = {"column": "mtld", "threshold": 0.3, "minimum": 0.0}
+        (metric,) = SELECTORS.get(selector).from_options(options).requires()
+        assert metric.threshold == 0.3
+        assert metric.cache_key(ctx, "pool") == METRICS.get("mtld").from_options(options).cache_key(ctx, "pool")
+        assert metric.cache_key(ctx, "pool") != METRICS.get("mtld").from_options({}).cache_key(ctx, "pool")

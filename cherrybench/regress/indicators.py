@@ -80,8 +80,19 @@ def build_metrics(specs: dict[str, dict], overrides: dict | None = None) -> list
 def indicator_values(table: pd.DataFrame, specs: dict[str, dict]) -> tuple[pd.DataFrame, pd.Series]:
     """Per-record indicator values from a score table, and for each record the
     first reason one of them is missing (None when all are present)."""
-    values = pd.DataFrame(index=table.index)
+    values, why = indicator_table(table, specs)
     reasons = pd.Series([None] * len(table), index=table.index, dtype=object)
+    for name in reversed(list(specs)):  # the first indicator (in spec order) that is missing names the reason
+        missing = why[name].notna()
+        reasons[missing] = [f"no_{name}:{w}" for w in why[name][missing]]
+    return values, reasons
+
+
+def indicator_table(table: pd.DataFrame, specs: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-record indicator values from a score table, and beside each missing value
+    why (the metric's `<metric>_reason`, else 'nan'); None where the value is present."""
+    values = pd.DataFrame(index=table.index)
+    why = pd.DataFrame(index=table.index)
     for name, spec in specs.items():
         missing = [c for c in spec["columns"] if c not in table.columns]
         if missing:
@@ -90,8 +101,14 @@ def indicator_values(table: pd.DataFrame, specs: dict[str, dict]) -> tuple[pd.Da
         values[name] = column
         bad = ~np.isfinite(column.to_numpy())
         reason_col = f"{spec['metric']}_reason"
-        for idx in table.index[bad]:
-            if reasons[idx] is None:
-                why = table.at[idx, reason_col] if reason_col in table.columns else None
-                reasons[idx] = f"no_{name}:{why if isinstance(why, str) else 'nan'}"
-    return values, reasons
+        given = table[reason_col] if reason_col in table.columns else pd.Series(None, index=table.index, dtype=object)
+        why[name] = pd.Series([(g if isinstance(g, str) else "nan") if b else None for g, b in zip(given, bad)],
+                              index=table.index, dtype=object)
+    return values, why
+
+
+def count_reasons(reasons) -> str:
+    """'2 truncated, 1 nan': how many records gave each reason, most frequent first (ties by name)."""
+    counts = pd.Series([r for r in reasons if r is not None], dtype=object).value_counts()
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {why}" for why, n in ordered)

@@ -67,13 +67,13 @@ def parse_directions(pairs: list[str]) -> dict[str, str]:
 
 def check_agreement(args) -> None:
     from cherrybench.runners.checks import built_classes, check_param_keys, split_names, user_params
-    from cherrybench.runners.options import plugin_options
+    from cherrybench.runners.options import input_files, plugin_options
     from cherrybench.selectors import Budget
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file; give a directory for the agreement tables")
-    inputs = [Path(p).resolve() for p in [args.data, *args.scores, args.scores_b] if p]
+    inputs = [Path(p).resolve() for p in [args.data, *args.scores, args.scores_b, *input_files(args)] if p]
     for name in OUTPUT_NAMES:  # what this run writes into --out never replaces what it reads
         if (out / name).resolve() in inputs:
             raise ValueError(f"--out {out}: would overwrite the input {out / name}; write to another directory")

@@ -51,13 +51,19 @@ class Comparison:
 @dataclass
 class PublishedSubset:
     """A released subset (LIMA's 1k, AlpaGasus's 9k, ...), trained and evaluated as if a
-    selector had chosen it: all its records, in file order, with its size as its budget.
-    `pool_ids[i]` is the pool record with the same content as record i, or None."""
+    selector had chosen it: its records, in file order, with their number as its budget.
+    `pool_ids[i]` is the pool record with the same content as record i, or None. The
+    compare audit checks its records against the eval sets as it checks the pool's:
+    `contaminated` are the file's ids of those that repeat an eval record, `dropped` those
+    of them removed from `records` (`--contamination drop`; `file` keeps the whole file)."""
 
     name: str
     path: str
-    records: list[Record]
+    records: list[Record]  # what it trains on
     pool_ids: list[str | None]
+    contaminated: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    file: Dataset | None = field(default=None, repr=False)
 
     @property
     def budget(self) -> str:
@@ -74,8 +80,20 @@ class PublishedSubset:
 
     def note(self) -> str:
         out = len(self.records) - self.n_in_pool
-        return (f"{self.name}: published subset {Path(self.path).name}, {len(self.records)} records, "
+        text = (f"{self.name}: published subset {Path(self.path).name}, {len(self.records)} records, "
                 f"{self.n_in_pool} in the pool, {out} not" + (" (trained on all the same)" if out else ""))
+        if self.dropped:
+            text += (f"; {len(self.dropped)} more of its {len(self.records) + len(self.dropped)} records repeat an "
+                     f"eval record and were dropped (--contamination drop: {_listed(self.dropped)})")
+        kept = [i for i in self.contaminated if i not in set(self.dropped)]
+        if kept:
+            text += (f"; {len(kept)} of these repeat an eval record, trained on all the same (--contamination keep: "
+                     f"{_listed(kept)})")
+        return text
+
+
+def _listed(ids: list[str], limit: int = 10) -> str:
+    return ", ".join(map(str, ids[:limit])) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
 
 
 def parse_subset_spec(spec: str) -> tuple[str, str]:
@@ -91,11 +109,12 @@ def load_subset(spec: str, pool: list[Record]) -> PublishedSubset:
     from cherrybench.records import load_dataset
 
     name, path = parse_subset_spec(spec)
-    records = load_dataset(path).records
+    file = load_dataset(path)
+    records = file.records
     by_content: dict[str, str] = {}
     for r in pool:
         by_content.setdefault(r.content_hash, r.id)
-    return PublishedSubset(name, path, records, [by_content.get(r.content_hash) for r in records])
+    return PublishedSubset(name, path, records, [by_content.get(r.content_hash) for r in records], file=file)
 
 
 @dataclass
@@ -118,11 +137,14 @@ class Trial:
 
 
 def parse_budgets(text: str) -> list[str]:
-    """`--budget 0.01,0.05,100`: each a count or a fraction, kept as typed, in order, once each."""
+    """`--budget 0.01,0.05,100`: each a count or a fraction, kept as typed, in order, once each;
+    two spellings of the same budget (`0.1,0.10`) are refused (`Budget.distinct`)."""
+    from cherrybench.selectors import Budget
+
     budgets = [b.strip() for b in str(text).split(",") if b.strip()]
     if not budgets:
         raise ValueError("--budget: give a count (1000) or a fraction (0.05), or a comma list of them")
-    return list(dict.fromkeys(budgets))
+    return Budget.distinct(budgets)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +227,7 @@ def load_comparison(args) -> Comparison:
         fmt, container = "sharegpt", "json"
     evals = [EvalSet("heldout", held)] if held else []
     evals += [_limit(load_eval_set(spec), args.eval_limit, split_seed) for spec in args.eval]
+    check_eval_names(evals, args.eval_size)
     if not evals:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
     train = train_config_from_args(args)
@@ -221,7 +244,19 @@ def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
     if limit <= 0 or len(eval_set.records) <= limit:
         return eval_set
     keep = sorted(np.random.default_rng(seed).permutation(len(eval_set.records))[:limit].tolist())
-    return EvalSet(eval_set.name, [eval_set.records[i] for i in keep])
+    return replace(eval_set, records=[eval_set.records[i] for i in keep])
+
+
+def check_eval_names(evals: list[EvalSet], eval_size: int) -> None:
+    """Each eval set its own name, the held-out split's `heldout` included, whether or not the
+    audit runs: metrics are named by the set, so a second set of a name would overwrite the first's."""
+    seen: dict[str, EvalSet] = {}
+    for eval_set in evals:
+        first = seen.setdefault(eval_set.name, eval_set)
+        if first is not eval_set:
+            taken = first.source or f"the held-out split (--eval-size {eval_size})"
+            raise ValueError(f"--eval {eval_set.source}: eval set name {eval_set.name!r} is already taken by {taken}; "
+                             f"give it a name of its own: --eval NAME:{eval_set.source}")
 
 
 # -- the pool audit (before anything is scored) ----------------------------------
@@ -269,10 +304,9 @@ def audit_step(comparison: Comparison, args, ctx) -> tuple[Comparison, PoolAudit
     dropped = {"contamination": contaminated if args.contamination == "drop" else []}
     dropped["duplicates"] = result.duplicates_to_drop(args.dedup, exclude=dropped["contamination"]) if dedup else []
     gone = set(dropped["contamination"]) | set(dropped["duplicates"])
+    subsets = [audit_subset(s, comparison.evals, settings, gone, args, ctx) for s in comparison.subsets]
     pool = comparison.pool
     kept = Dataset([r for r in pool.records if r.id not in gone], None, pool.format, pool.container)
-    for subset in comparison.subsets:  # a dropped record is no longer in the pool
-        subset.pool_ids = [None if p in gone else p for p in subset.pool_ids]
     audited = PoolAudit(result, dropped, len(pool.records))
     print(audited.sentence(args), file=sys.stderr)
     for budget in comparison.budgets:
@@ -280,7 +314,45 @@ def audit_step(comparison: Comparison, args, ctx) -> tuple[Comparison, PoolAudit
         if k >= len(kept) and len(kept) < len(pool.records):
             raise ValueError(f"--budget {budget} keeps all {len(kept)} pool records left after the audit dropped "
                              f"{len(gone)}: every selector would train on the whole pool; give a smaller --budget")
-    return replace(comparison, pool=kept, audit=summary(result, dropped)), audited
+    return replace(comparison, pool=kept, audit=summary(result, dropped), subsets=subsets), audited
+
+
+def audit_subset(subset: PublishedSubset, evals: list[EvalSet], settings, gone: set[str], args,
+                 ctx) -> PublishedSubset:
+    """A published subset after the pool audit: the pool records the audit dropped (`gone`) are
+    no longer in the pool, and its own records, in the pool or not, are checked against the eval
+    sets as the pool's are (same levels and settings; no dedup: the file is what was published).
+    Those that repeat an eval record are dropped from what it trains on (`--contamination drop`),
+    kept and warned about (`keep`), or stop the comparison (`fail`)."""
+    from cherrybench.audit import audit
+
+    pool_ids = [None if p in gone else p for p in subset.pool_ids]
+    if not settings.levels:
+        return replace(subset, pool_ids=pool_ids)
+    result = audit(subset.records, evals, replace(settings, dedup_levels=()), ctx, use_cache=not args.no_cache)
+    found = result.contaminated(settings.levels)
+    if not found:
+        return replace(subset, pool_ids=pool_ids)
+    n, levels = len(subset.records), ",".join(settings.levels)
+    if args.contamination == "fail":
+        first = result.eval_hits(settings.levels)[0]
+        raise ValueError(f"--contamination fail: {len(found)} of the {n} records of --subset {subset.name} repeat an "
+                         f"eval record at {levels} (first: id {first.pool_id!r} matches {first.other}:{first.other_id} "
+                         f"at {first.level}); run `cherrybench audit --data {subset.path}` to see them, or give "
+                         "--contamination drop")
+    if args.contamination == "keep":
+        print(f"warning: --subset {subset.name}: {len(found)} of its {n} records repeat an eval record at {levels} "
+              f"({_listed(found)}); trained on all the same (--contamination keep)", file=sys.stderr)
+        return replace(subset, pool_ids=pool_ids, contaminated=found)
+    bad = set(found)
+    keep = [i for i, r in enumerate(subset.records) if r.id not in bad]
+    if not keep:
+        raise ValueError(f"--subset {subset.name}: all {n} of its records repeat an eval record at {levels}: nothing "
+                         "is left to train on (--contamination drop); give --contamination keep to train on them")
+    print(f"--subset {subset.name}: dropped {len(found)} of its {n} records that repeat an eval record at {levels} "
+          f"({_listed(found)}); it trains on the other {len(keep)} (--contamination drop)", file=sys.stderr)
+    return replace(subset, records=[subset.records[i] for i in keep], pool_ids=[pool_ids[i] for i in keep],
+                   contaminated=found, dropped=found)
 
 
 def log_audit(audited: PoolAudit | None, args) -> None:
@@ -419,17 +491,23 @@ def select_step(trial: Trial, comparison: Comparison, ctx, options: dict):
         return Selection(ids, {"selector": "full", "n_input": len(ids), "n_kept": len(ids), "excluded": {}}), None, {}
     if trial.subset is not None:
         subset = trial.subset
-        n, inside = len(subset.records), subset.n_in_pool
-        return Selection(subset.ids, {"selector": subset.name, "subset_file": subset.path, "n_input": n, "n_kept": n,
-                                      "in_pool": inside, "not_in_pool": n - inside, "excluded": {}}), None, \
-            {"file": Path(subset.path).name, "in_pool": inside, "not_in_pool": n - inside}
+        n, inside, dropped = len(subset.records), subset.n_in_pool, len(subset.dropped)
+        report = {"selector": subset.name, "subset_file": subset.path, "n_input": n + dropped, "n_kept": n,
+                  "in_pool": inside, "not_in_pool": n - inside,
+                  "excluded": {"contamination": dropped} if dropped else {}}
+        params = {"file": Path(subset.path).name, "in_pool": inside, "not_in_pool": n - inside}
+        if subset.contaminated:  # the file's ids of its records that repeat an eval record, and those not trained on
+            report["contamination"] = {"found": list(subset.contaminated), "dropped": list(subset.dropped)}
+            params["contaminated"], params["dropped_contaminated"] = len(subset.contaminated), dropped
+        return Selection(subset.ids, report), None, params
     selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
     selection, table = run_selection(comparison.pool, selector, Budget.parse(trial.budget), ctx)
     return selection, table, selector.get_params()
 
 
 def trial_records(trial: Trial, ids: list[str], comparison: Comparison) -> list[Record]:
-    """What a trial trains on: the selected pool records in pool order, or a published subset's records."""
+    """What a trial trains on: the selected pool records in pool order, or a published subset's records
+    (in file order, less those the audit dropped as contaminated)."""
     if trial.subset is not None:
         return trial.subset.records
     chosen = set(ids)
@@ -632,7 +710,10 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
 
         (tmp / "selected_ids.json").write_text(json.dumps(selection.ids))
         (tmp / "selection_report.json").write_text(json.dumps(selection.report, indent=2, default=str))
-        if trial.subset is not None:  # the published file itself, unchanged
+        if trial.subset is not None and trial.subset.dropped:  # what it trains on: the file less the contaminated
+            subset_file = write_subset(trial.subset.file, [r.id for r in trial.subset.records],
+                                       tmp / f"subset.{trial.subset.file.container}")
+        elif trial.subset is not None:  # the published file itself, unchanged
             subset_file = tmp / f"subset{Path(trial.subset.path).suffix}"
             shutil.copyfile(trial.subset.path, subset_file)
         else:
@@ -947,8 +1028,8 @@ def check_compare(args) -> None:
                             metrics=quality if args.gen_size > 0 else [], options=options, seed=args.seed[0])
     check_param_keys(user_params(args), classes)
 
-    for spec in args.eval:
-        load_eval_set(spec)  # a missing or malformed eval file fails now
+    evals = [EvalSet("heldout", [])] if args.eval_size > 0 else []  # the held-out split's name
+    check_eval_names(evals + [load_eval_set(spec) for spec in args.eval], args.eval_size)  # files read now
     if args.eval_size == 0 and not args.eval:
         raise ValueError("no eval set: give --eval or a positive --eval-size")
 

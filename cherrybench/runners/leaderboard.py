@@ -35,6 +35,9 @@ import pandas as pd
 from cherrybench import stats
 from cherrybench.manifest import sanitize_command
 from cherrybench.runners import plots, tracking
+from cherrybench.runners.checks import at_least
+
+MIN_RESAMPLES = 100  # below this a 95% interval rests on a handful of draws and the smallest p is ~0.01
 
 BASELINES = ("random", "full")
 REFERENCES = ("random", "full", "best")  # what each selector is compared with
@@ -806,11 +809,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--out-dir", default="leaderboards")
     parser.add_argument("--resamples", type=int, default=10_000,
-                        help="bootstrap resamples and sign-flip permutations per comparison (default 10000); the "
-                             "smallest p is 1/(N+1), so keep N well above 20 x the number of comparisons for Holm")
+                        help=f"bootstrap resamples and sign-flip permutations per comparison (default 10000, at "
+                             f"least {MIN_RESAMPLES}); the smallest p is 1/(N+1), so keep N well above 20 x the "
+                             "number of comparisons for Holm")
+
+
+def check_resamples(args) -> None:
+    """--resamples: a whole number >= MIN_RESAMPLES, checked before any work."""
+    at_least(args, "--resamples", MIN_RESAMPLES)
 
 
 def run(args) -> int:
+    check_resamples(args)
     uri = tracking.tracking_uri(args.tracking_uri)
     client = tracking.check_tracking(uri)
     board = build_leaderboard(client, args.experiment, n_resamples=args.resamples)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import json
+import os
 import sys
 
 from cherrybench.finetune import TrainConfig
@@ -21,12 +22,18 @@ def parse_value(text: str):
 
 
 def parse_params(pairs: list[str] | None) -> dict:
-    params = {}
+    """`--param KEY=VALUE` pairs as a dict; a key given twice (`seed=1 ... seed=2`, or
+    `max-length` and `max_length`) is an error, never the last one silently winning."""
+    params, given = {}, {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
-        params[key.strip().replace("-", "_")] = parse_value(value)
+        name = key.strip().replace("-", "_")
+        if name in given:
+            raise ValueError(f"--param {name} is given twice ({given[name]!r} and {pair!r}); give each key once")
+        given[name] = pair
+        params[name] = parse_value(value)
     return params
 
 
@@ -69,7 +76,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                                         "pool most like them are kept (default: the pool centroid)")
     group.add_argument("--tagger", help="tagger LM for InsTag's intention tags (default: the scoring model, weak at "
                                         "this; the paper's is OFA-Sys/InsTagger)")
-    group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean'/'lm:last' (default: all-MiniLM-L6-v2)")
+    group.add_argument("--embedder", help="sentence-transformers directory or 'lm:mean', 'lm:last', 'lm:weighted' (default: all-MiniLM-L6-v2)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     group.add_argument("--param", action="append", metavar="KEY=VALUE", help="a plugin parameter (repeatable)")
@@ -130,6 +137,25 @@ def plugin_options(args) -> dict:
     options = {k: v for k, v in options.items() if v is not None}
     options.update(parse_params(getattr(args, "param", None)))
     return options
+
+
+def input_files(args) -> list[str]:
+    """Every existing file a command may read: --data, --scores (--scores-b), --target,
+    --plugin files and any option or `--param` value that names an existing path (a rule
+    file, a .gguf model ...), for `outputs.check_output`: no output may replace one."""
+    found = []
+
+    def add(value) -> None:
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                add(item)
+        elif isinstance(value, str) and value and os.path.exists(value):
+            found.append(value)
+
+    for name in ("data", "scores", "scores_b", "target", "plugin"):
+        add(getattr(args, name, None))
+    add(list(plugin_options(args).values()))
+    return list(dict.fromkeys(found))
 
 
 def make_context(args):

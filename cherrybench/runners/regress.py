@@ -60,14 +60,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tracking_arguments(parser, "cherrybench-regress")
 
 
+def check_sources(paths: list[str], datasets: list[Dataset], per_source: int) -> None:
+    """Each --data file once (the same file by its resolved path, or the same records in the
+    same order: a pool with every record twice would weigh that source double), and none
+    smaller than --per-source (a seeded N of each, as --pool-size is: never fewer, silently)."""
+    seen: dict = {}
+    for path, dataset in zip(paths, datasets):
+        for key, what in ((("path", Path(path).resolve()), "the same file"),
+                          (("records", dataset.fingerprint), "the same records (same content, same ids)")):
+            if key in seen:
+                raise ValueError(f"--data {seen[key]} and --data {path} are {what}; give each source once")
+            seen[key] = path
+        if per_source and per_source > len(dataset):
+            raise ValueError(f"--per-source {per_source}: --data {path} has only {len(dataset)} records")
+
+
 def load_sources(paths: list[str], fmt: str | None, pool_size: int, seed: int) -> tuple[Dataset, dict[str, list[str]]]:
     """One pool from every file, ids prefixed by the file's stem (sources often
-    share positional ids); each file optionally cut to a seeded sample."""
+    share positional ids); each file optionally cut to a seeded sample of
+    `pool_size` records (--per-source; a file with fewer is refused)."""
     from cherrybench.records import load_dataset
 
+    datasets = [load_dataset(path, fmt) for path in paths]
+    check_sources(paths, datasets, pool_size)
     records, sources = [], {}
-    for j, path in enumerate(paths):
-        dataset = load_dataset(path, fmt)
+    for j, (path, dataset) in enumerate(zip(paths, datasets)):
         name = Path(path).stem
         while name in sources:
             name += f"_{j}"
@@ -81,22 +98,40 @@ def load_sources(paths: list[str], fmt: str | None, pool_size: int, seed: int) -
     return Dataset(records, None, "alpaca", "json"), sources
 
 
-def load_eval_records(specs: list[str], limit: int, seed: int) -> list[Record]:
-    """The records with reference answers of each eval file; `limit` > 0 keeps a
-    seeded sample of at most that many of each file (as compare's --eval-limit)."""
+def read_eval_records(specs: list[str], limit: int, seed: int) -> tuple[list[Record], list[dict]]:
+    """The records with reference answers of each eval file (`limit` > 0 keeps a seeded
+    sample of at most that many of each file, as compare's --eval-limit), and for each
+    file that had records without one, what was left out: {"eval", "records",
+    "without_answers", "ids" (the first five)}. A file with no answer at all is an error."""
     from cherrybench.eval_sets import load_eval_set
 
-    records = []
+    records, left_out = [], []
     for spec in specs:
         eval_set = load_eval_set(spec)
         with_answers = [r for r in eval_set.records if any(t.output for t in r.turns)]
         if not with_answers:
-            raise ValueError(f"eval set {spec!r} has no reference answers; eval loss needs them")
+            raise ValueError(f"eval set {spec!r}: none of its {len(eval_set.records)} records has a reference "
+                             "answer; eval loss needs them")
+        without = [r.id for r in eval_set.records if not any(t.output for t in r.turns)]
+        if without:
+            left_out.append({"eval": spec, "records": len(eval_set.records), "without_answers": len(without),
+                             "ids": without[:5]})
         if 0 < limit < len(with_answers):
             picked = sorted(np.random.default_rng(seed).choice(len(with_answers), limit, replace=False).tolist())
             with_answers = [with_answers[i] for i in picked]
         records += with_answers
-    return records
+    return records, left_out
+
+
+def load_eval_records(specs: list[str], limit: int, seed: int) -> list[Record]:
+    """read_eval_records' records alone."""
+    return read_eval_records(specs, limit, seed)[0]
+
+
+def left_out_text(entry: dict) -> str:
+    ids = ", ".join(repr(i) for i in entry["ids"]) + (", ..." if entry["without_answers"] > len(entry["ids"]) else "")
+    return (f"eval set {entry['eval']!r}: {entry['without_answers']} of {entry['records']} records have no reference "
+            f"answer and are left out of eval loss ({ids})")
 
 
 SUBSET_RESULT_VERSION = 1
@@ -149,34 +184,51 @@ class Experiment:
     names: list[str]  # indicators
     specs: dict[str, dict]  # indicator -> rule-file entry
     values: pd.DataFrame  # per-record indicator values, indexed by id
+    why: pd.DataFrame  # beside each missing value, the reason (None where present)
+    eval_left_out: list[dict]  # eval records without a reference answer, per file (read_eval_records)
 
 
 def prepare(args, ctx) -> Experiment:
     """Load the sources and eval records, draw the subsets and score the indicators:
     a missing model fails here, before any training."""
-    from cherrybench.regress.indicators import build_metrics, indicator_values, parse_indicators, spec_for
+    from cherrybench.regress.indicators import build_metrics, indicator_table, parse_indicators, spec_for
     from cherrybench.regress.subsets import draw_subsets
     from cherrybench.runners.options import plugin_options, train_config_from_args
     from cherrybench.scoring import score
 
     names = parse_indicators(args.indicators)
     pool, sources = load_sources(args.data, args.format, args.per_source, args.seed)
-    eval_records = load_eval_records(args.eval, args.eval_limit, args.seed)
+    eval_records, eval_left_out = read_eval_records(args.eval, args.eval_limit, args.seed)
+    for entry in eval_left_out:
+        print(left_out_text(entry), file=sys.stderr)
     mix = args.mix or ("dirichlet" if len(sources) > 1 else "pooled")
     subsets = draw_subsets(sources, args.subsets, args.subset_size, args.seed, mix)
     options = plugin_options(args)
     specs = {n: spec_for(n, options) for n in names}
     table = score(pool, build_metrics(specs), ctx, use_cache=not args.no_cache).set_index("id")
-    values, _ = indicator_values(table, specs)
+    values, why = indicator_table(table, specs)
     return Experiment(pool, sources, eval_records, subsets, mix, train_config_from_args(args, seed=args.seed),
-                      names, specs, values)
+                      names, specs, values, why, eval_left_out)
 
 
 def subset_row(i: int, ids: list[str], result: dict, exp: Experiment) -> dict:
-    """The subset's line of the fit table: composition, eval loss, indicator means."""
+    """The subset's line of the fit table: composition, eval loss, indicator means.
+    An indicator's mean is over the subset's records that have a value (ours: SPEC's
+    mean over D, with unscorable records left out); `unscored.NAME` counts those
+    left out and `why.NAME` gives their reasons. No scorable record: NaN."""
+    from cherrybench.regress.indicators import count_reasons
+
     composition = {s: sum(1 for x in ids if x.startswith(f"{s}:")) for s in exp.sources}
-    return {"subset": i, **{f"n.{s}": c for s, c in composition.items()}, "eval_loss": result["eval_loss"],
-            "log_eval_loss": float(np.log(result["eval_loss"])), **exp.values.loc[ids].mean().to_dict()}
+    row = {"subset": i, **{f"n.{s}": c for s, c in composition.items()}, "eval_loss": result["eval_loss"],
+           "log_eval_loss": float(np.log(result["eval_loss"]))}
+    values, why = exp.values.loc[ids], exp.why.loc[ids]
+    for n in exp.names:
+        scorable = np.isfinite(values[n].to_numpy(dtype=np.float64))
+        row[n] = float(values[n][scorable].mean()) if scorable.any() else float("nan")
+    for n in exp.names:
+        row[f"unscored.{n}"] = int((~np.isfinite(values[n].to_numpy(dtype=np.float64))).sum())
+        row[f"why.{n}"] = count_reasons(why[n])
+    return row
 
 
 def log_subset(row: dict, exp: Experiment, result: dict) -> None:
@@ -184,41 +236,91 @@ def log_subset(row: dict, exp: Experiment, result: dict) -> None:
                          **{k: v for k, v in row.items() if k.startswith("n.")}})
     tracking.log_metrics({"eval_loss": result["eval_loss"], "log_eval_loss": row["log_eval_loss"],
                           "train_loss": result["train_loss"],
-                          **{f"mean.{n}": float(row[n]) for n in exp.names if np.isfinite(row[n])}})
+                          **{f"mean.{n}": float(row[n]) for n in exp.names if np.isfinite(row[n])},
+                          **{f"unscored.{n}": row[f"unscored.{n}"] for n in exp.names if row[f"unscored.{n}"]}})
+
+
+def unscored_report(frame: pd.DataFrame, names: list[str]) -> tuple[list[dict], list[dict]]:
+    """The subsets whose indicator means rest on fewer records than they trained on
+    ({"subset", "indicator", "unscored", "of", "why"}), and those left out of the fit for
+    an indicator with no scorable record at all ({"subset", "why"})."""
+    partial, excluded = [], []
+    for row in frame.to_dict("records"):
+        size = sum(v for k, v in row.items() if k.startswith("n."))
+        empty = []
+        for n in names:
+            if row[f"unscored.{n}"]:
+                entry = {"subset": int(row["subset"]), "indicator": n, "unscored": int(row[f"unscored.{n}"]),
+                         "of": int(size), "why": row[f"why.{n}"]}
+                (empty if not np.isfinite(row[n]) else partial).append(entry)
+        if empty:
+            excluded.append({"subset": int(row["subset"]),
+                             "why": "; ".join(f"no scorable record for {e['indicator']} ({e['why']})" for e in empty)})
+    return partial, excluded
+
+
+def unscored_lines(partial: list[dict], excluded: list[dict], n_subsets: int) -> list[str]:
+    lines = []
+    if partial:
+        worst = max(partial, key=lambda e: e["unscored"])
+        indicators = sorted({e["indicator"] for e in partial})
+        lines.append(f"{len({e['subset'] for e in partial})} of {n_subsets} subsets have records without a value of "
+                     f"{', '.join(indicators)}: their means are over the scorable records only (at most "
+                     f"{worst['unscored']} of {worst['of']} left out, subset {worst['subset']}: {worst['why']}); "
+                     "see unscored.* and why.* in subsets.csv")
+    if excluded:
+        lines.append(f"{len(excluded)} of {n_subsets} subsets left out of the fit: "
+                     + "; ".join(f"subset {e['subset']}: {e['why']}" for e in excluded[:5])
+                     + ("; ..." if len(excluded) > 5 else ""))
+    return lines
 
 
 def fit_step(frame: pd.DataFrame, exp: Experiment, args, model_fingerprint: str, command: str):
-    """OLS of log eval loss on the indicator means; returns the fit and the saved rule file."""
+    """OLS of log eval loss on the indicator means of the subsets that have every mean;
+    returns the fit, the saved rule file and the notes on what was left out."""
     from cherrybench.regress.fit import fit_rule
     from cherrybench.regress.rules import Rule
 
     names = exp.names
-    fit = fit_rule(frame[names], frame["log_eval_loss"].to_numpy(), eliminate=args.eliminate, alpha=args.alpha)
-    frame["fitted"], frame["loo_predicted"] = fit.fitted, fit.loo_predicted
+    partial, excluded = unscored_report(frame, names)
+    notes = [left_out_text(e) for e in exp.eval_left_out] + unscored_lines(partial, excluded, len(frame))
+    frame["in_fit"] = np.isfinite(frame[names].to_numpy(dtype=np.float64)).all(axis=1)
+    used = frame[frame["in_fit"]]
+    if excluded and len(used) < len(names) + 2:
+        raise ValueError(f"only {len(used)} of {len(frame)} subsets have a value of every indicator; the fit needs "
+                         f"at least indicators + 2 = {len(names) + 2}. " + unscored_lines([], excluded, len(frame))[0])
+    fit = fit_rule(used[names], used["log_eval_loss"].to_numpy(), eliminate=args.eliminate, alpha=args.alpha)
+    frame["fitted"], frame["loo_predicted"] = np.nan, np.nan
+    frame.loc[frame["in_fit"], "fitted"], frame.loc[frame["in_fit"], "loo_predicted"] = fit.fitted, fit.loo_predicted
     stats = dict(fit.stats(), subset_size=args.subset_size, mix=exp.mix, sources=list(exp.sources), seed=args.seed,
-                 eval_records=len(exp.eval_records), train=exp.train.params(), model_fingerprint=model_fingerprint[:16],
-                 indicator_means={"mean": frame[names].mean().to_dict(), "std": frame[names].std().to_dict()})
+                 eval_records=len(exp.eval_records), eval_without_answers=exp.eval_left_out,
+                 subsets_drawn=len(frame), subsets_left_out=excluded, partly_unscored_subsets=partial,
+                 train=exp.train.params(), model_fingerprint=model_fingerprint[:16],
+                 indicator_means={"mean": used[names].mean().to_dict(), "std": used[names].std().to_dict()})
     rule = Rule(fit.intercept, fit.coefficients, {n: exp.specs[n] for n in fit.coefficients}, fit=stats,
                 name=Path(args.out).stem, notes=f"fitted by: {command}")
-    return fit, rule.save(args.out)
+    return fit, rule.save(args.out), notes
 
 
 def log_fit(fit, frame: pd.DataFrame, out: Path) -> None:
     tracking.log_metrics({"r2": fit.r2, "adj_r2": fit.adj_r2, "n_subsets": fit.n,
+                          "subsets_left_out": int((~frame["in_fit"]).sum()),
                           **({"cv_r2": fit.cv_r2} if np.isfinite(fit.cv_r2) else {})})
 
     def write(tmp: Path) -> None:
         (tmp / "fit_summary.txt").write_text(fit.summary + "\n")
         frame.to_csv(tmp / "subsets.csv", index=False)
-        plots.predicted_vs_actual(frame["log_eval_loss"], fit, tmp / "predicted_vs_actual.png")
+        plots.predicted_vs_actual(frame.loc[frame["in_fit"], "log_eval_loss"], fit, tmp / "predicted_vs_actual.png")
 
     tracking.log_files(write)
     tracking.log_file(out)
 
 
-def print_fit(fit, out: Path) -> None:
+def print_fit(fit, out: Path, notes: list[str] = ()) -> None:
     print(fit.summary)
     print(f"R2 {fit.r2:.3f}  adjusted R2 {fit.adj_r2:.3f}  leave-one-out CV R2 {fit.cv_r2:.3f}  ({fit.n} subsets)")
+    for note in notes:
+        print("note: " + note)
     if fit.eliminated:
         print("eliminated: " + ", ".join(f"{e['indicator']} (p={e['p_value']:.3g})" for e in fit.eliminated))
     if fit.dropped:
@@ -233,12 +335,12 @@ def check_regress(args) -> None:
     from cherrybench.regress.indicators import INDICATORS, parse_indicators, spec_for
     from cherrybench.records import load_dataset
     from cherrybench.metrics import METRICS
-    from cherrybench.runners.options import plugin_options
+    from cherrybench.runners.options import input_files, plugin_options
     from cherrybench.outputs import check_output
 
     # the rule file is written after every subset is trained: refuse an input or a directory now
     eval_paths = [spec if Path(spec).exists() else spec.rpartition(":")[2] for spec in args.eval]
-    check_output(args.out, [*args.data, *eval_paths])
+    check_output(args.out, [*args.data, *eval_paths, *input_files(args)])  # --target, a --param rule file ...
     names = parse_indicators(args.indicators)
     for flag, low in (("--subsets", 1), ("--subset-size", 1), ("--per-source", 0), ("--eval-limit", 0)):
         at_least(args, flag, low)
@@ -254,10 +356,9 @@ def check_regress(args) -> None:
         spec_for(name, options)  # builds the indicator's metric: its check_params runs
     check_param_keys(user_params(args), [METRICS.get(INDICATORS[n].metric) for n in names])
 
-    total = 0
-    for path in args.data:
-        n = len(load_dataset(path, args.format))
-        total += min(n, args.per_source) if args.per_source else n
+    datasets = [load_dataset(path, args.format) for path in args.data]
+    check_sources(args.data, datasets, args.per_source)
+    total = sum(args.per_source or len(d) for d in datasets)
     if args.subset_size >= total:
         raise ValueError(f"--subset-size {args.subset_size}: the pool has {total} records (--data"
                          f"{', --per-source ' + str(args.per_source) if args.per_source else ''}), so every subset "
@@ -289,6 +390,7 @@ def run(args) -> int:
         tracking.log_params({"subsets": args.subsets, "subset_size": args.subset_size, "mix": exp.mix,
                              "seed": args.seed, "indicators": ",".join(exp.names), "sources": ",".join(exp.sources),
                              "pool_size": len(exp.pool), "eval_size": len(exp.eval_records),
+                             "eval_without_answers": sum(e["without_answers"] for e in exp.eval_left_out),
                              "eliminate": args.eliminate, "alpha": args.alpha, "model": exp.train.model or "smollm2",
                              **exp.train.params()})
         for i, ids in enumerate(exp.subsets):
@@ -308,8 +410,8 @@ def run(args) -> int:
                   file=sys.stderr)
             rows.append(row)
         frame = pd.DataFrame(rows)
-        fit, out = fit_step(frame, exp, args, base_fp, command)
+        fit, out, notes = fit_step(frame, exp, args, base_fp, command)
         log_fit(fit, frame, out)
-    print_fit(fit, out)
+    print_fit(fit, out, notes)
     print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {args.experiment!r})")
     return 0

@@ -7,6 +7,7 @@ outputs are checked and written through cherrybench.outputs."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +15,11 @@ import pandas as pd
 from cherrybench import manifest
 from cherrybench.outputs import (SUBSET_SUFFIXES, atomic_write, check_numeric_columns, check_output,
                                  check_scores_match, write_subset)
-from cherrybench.records import Dataset
+from cherrybench.records import DataError, Dataset
 from cherrybench.scoring import score
 from cherrybench.selectors.base import Budget, RankingSelector, Selection, Selector
+
+log = logging.getLogger(__name__)
 
 
 def scores_for(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame | None = None,
@@ -59,10 +62,11 @@ def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
                   embedder: str | None = None) -> tuple[Selection, pd.DataFrame]:
     """Score what the selector needs and select. `dedup` (exact, near, semantic) first drops
     the records that duplicate an earlier one; the report's `dedup` lists the groups."""
-    checked, dedup_report = False, None
+    checked, dedup_report, from_table = False, None, []
+    if given is not None:
+        given, checked = check_scores_match(given, dataset), True  # against the data as read
+        from_table = check_given_scores(dataset, selector, ctx, given)
     if dedup:
-        if given is not None:
-            given, checked = check_scores_match(given, dataset), True  # against the data as read
         dataset, dedup_report = deduplicate(dataset, dedup, ctx, embedder)
         if given is not None:
             given = given[given["id"].isin({r.id for r in dataset.records})]
@@ -74,18 +78,67 @@ def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
     unknown = set(selection.ids) - set(table["id"])
     if unknown:
         raise RuntimeError(f"selector {selector.name!r} returned unknown ids {sorted(unknown)[:5]}")
-    selection.provenance = selection_provenance(dataset, selector, budget, ctx, given)  # for the manifest
+    selection.provenance = selection_provenance(dataset, selector, budget, ctx, given, from_table)  # for the manifest
+    if given is not None:
+        selection.report["scores"] = given_scores_report(given, from_table)
     if dedup_report is not None:
         selection.report["dedup"] = {k: v for k, v in dedup_report.items() if k != "audit"}
         selection.audit = dedup_report["audit"]  # the manifest's `audit` field
     return selection, table
 
 
+def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame) -> list[tuple]:
+    """The metrics the selector requires whose columns the --scores table `given` (already matched
+    to `dataset`, the data as read) supplies, each as (metric, score-cache key, its manifest
+    `score_cache` entries); the key is None when the table stores none for the metric (hand-made,
+    or written before tables stored keys: no provenance). A stored key that differs from this
+    run's is refused: those scores were computed with other parameters, models or precision than
+    the ones this run names (and its report and manifest would record)."""
+    stored = given.attrs.get("score_keys")
+    source = given.attrs.get("path") or "the score table"
+    out = []
+    for metric in selector.requires():
+        if not set(metric.columns) <= set(given.columns):
+            continue  # scored by this run
+        if stored is None or metric.name not in stored:
+            out.append((metric, None, [{"metric": metric.name, "version": None, "params": None, "key": None,
+                                        "fingerprints": {}, "note": "from a score table without provenance: the "
+                                        "settings and models it was scored with are not known"}]))
+            continue
+        key = metric.cache_key(ctx, dataset.fingerprint)
+        if stored[metric.name] != key:
+            params = ", ".join(f"{k}={v!r}" for k, v in metric.get_params().items()) or "no parameters"
+            raise DataError(f"--scores {source}: its {metric.name!r} scores were computed with other settings or "
+                            f"models than this run's ({metric.name} with {params}, --model, --device): its "
+                            f"score-cache key is {stored[metric.name][:12]}..., this run's {key[:12]}...; rescore "
+                            f"with this run's settings (`cherrybench score --metrics {metric.name} ...`) or pass "
+                            "the settings the table was scored with")
+        out.append((metric, key, manifest.score_cache_entries([metric], ctx, dataset.fingerprint)))
+    unknown = [m.name for m, key, _ in out if key is None]
+    if unknown:
+        log.warning("--scores %s: the columns of %s come from a table without provenance (no score-cache key): "
+                    "the settings and models they were scored with are not known", source, ", ".join(unknown))
+    return out
+
+
+def given_scores_report(given: pd.DataFrame, from_table: list[tuple]) -> dict:
+    """The selection report's account of a --scores table: which metrics' columns it supplied,
+    checked against this run's settings or without provenance."""
+    report = {"path": given.attrs.get("path"), "checked": [m.name for m, key, _ in from_table if key is not None],
+              "without_provenance": [m.name for m, key, _ in from_table if key is None]}
+    if report["without_provenance"]:
+        report["note"] = (f"the columns of {', '.join(report['without_provenance'])} came from a score table "
+                          "without provenance (it stores no score-cache key): the settings and models they "
+                          "were scored with are not known")
+    return report
+
+
 def selection_provenance(dataset: Dataset, selector: Selector, budget: Budget, ctx,
-                         given: pd.DataFrame | None = None) -> dict:
+                         given: pd.DataFrame | None = None, from_table: list[tuple] = ()) -> dict:
     """What a selection read, for its manifest: the selector, its parameters, budget and
-    seed, the score-cache keys of the metrics scored for it (not those a given table
-    supplied) and the fingerprints of the models and embedders behind them."""
+    seed, the score-cache keys of the metrics scored for it, and of those a given table
+    supplied (`from_table`, from `check_given_scores`; `source: scores`, `key` None for
+    a table without provenance), and the fingerprints of the models and embedders behind them."""
     scored = [m for m in selector.requires() if given is None or not set(m.columns) <= set(given.columns)]
     params = selector.get_params()
     embedders = {}
@@ -93,9 +146,15 @@ def selection_provenance(dataset: Dataset, selector: Selector, budget: Budget, c
         from cherrybench.embedders import resolve_embedder
 
         embedders[params["embedder"] or "all-MiniLM-L6-v2"] = resolve_embedder(params["embedder"]).fingerprint(ctx)
+    cache = manifest.score_cache_entries(scored, ctx, dataset.fingerprint)
+    keys = {entry["key"] for entry in cache}
+    for _, _, entries in from_table:  # the table's, checked equal to this run's (or unknown: key None)
+        for entry in entries:
+            if entry["key"] is None or entry["key"] not in keys:
+                keys.add(entry["key"])
+                cache.append(dict(entry, source="scores"))
     provenance = manifest.selection_provenance(selector.name, params, budget, params.get("seed", ctx.seed),
-                                               manifest.score_cache_entries(scored, ctx, dataset.fingerprint),
-                                               embedders)
+                                               cache, embedders)
     if given is not None:
         provenance["scores"] = given.attrs.get("path")
     return provenance
@@ -123,14 +182,15 @@ def check_selection_outputs(out, inputs) -> tuple[Path, Path]:
 
 
 def write_selection(dataset: Dataset, selection: Selection, out, inputs=(), command: str | None = None,
-                    audit: dict | None = None) -> tuple[Path, Path]:
+                    audit: dict | None = None, protected=()) -> tuple[Path, Path]:
     """Write the subset, NAME.report.json and NAME.manifest.json beside it; `inputs` are
-    other files the run read (e.g. --scores) that none may replace. The manifest takes
-    what the selection read from `selection.provenance` (set by `run_selection`), the
-    command line (default: this process's, when it is the cherrybench command) and the
-    audit summary when one ran."""
+    other files the run read (e.g. --scores) that none may replace, `protected` more such
+    files (a rule file, a --target; see `options.input_files`) that the manifest does not
+    list. The manifest takes what the selection read from `selection.provenance` (set by
+    `run_selection`), the command line (default: this process's, when it is the cherrybench
+    command) and the audit summary when one ran."""
     others = [p for p in inputs if p is not None]
-    inputs = [dataset.path, *others]
+    inputs = [dataset.path, *others, *protected]
     out, path = check_selection_outputs(out, inputs)
     target = check_output(path, inputs, what="report path")
     manifest_target = check_output(manifest.manifest_path(out), inputs, what="manifest path")

@@ -23,7 +23,9 @@ class Budget:
 
     @classmethod
     def parse(cls, text) -> "Budget":
-        """`--budget`'s value: a positive whole count or a fraction strictly between 0 and 1."""
+        """`--budget`'s value: a positive whole count or a fraction strictly between 0 and 1.
+        A count has no decimal point: `1.0` is refused rather than read as one record (it
+        reads like the whole pool)."""
         if isinstance(text, Budget):
             return text
         expected = "a positive count (e.g. 1000) or a fraction in (0, 1) (e.g. 0.05)"
@@ -31,9 +33,26 @@ class Budget:
             value = float(text)
         except (TypeError, ValueError):
             raise ValueError(f"--budget must be {expected}, got {text!r}") from None
+        if math.isfinite(value) and value >= 1 and isinstance(text, str) and "." in text:
+            raise ValueError(f"--budget must be {expected}, got {text!r}: a number with a decimal point is a "
+                             "fraction, which must be below 1; write a number of records as a whole count without "
+                             f"one (e.g. {math.floor(value)}), and the whole pool as its number of records")
         if not math.isfinite(value) or value <= 0 or (value >= 1 and not value.is_integer()):
             raise ValueError(f"--budget must be {expected}, got {text!r}")
         return cls(value)
+
+    @classmethod
+    def distinct(cls, texts: list[str]) -> list[str]:
+        """A comma list's budgets as typed, in order, each parsed: one typed twice is kept once,
+        two spellings of the same budget (`0.1` and `0.10`) are refused, naming both, rather
+        than run as two budgets that repeat the same trials."""
+        seen: dict[float, str] = {}
+        for text in dict.fromkeys(texts):
+            value = cls.parse(text).value
+            if value in seen:
+                raise ValueError(f"--budget: {seen[value]!r} and {text!r} are the same budget; give it once")
+            seen[value] = text
+        return list(seen.values())
 
     def check(self, n: int, what: str = "records") -> int:
         """`resolve(n)`, refusing a budget that keeps nothing of `n` records (a fraction
@@ -161,16 +180,20 @@ def require_columns(scores: pd.DataFrame, columns: list[str], who: str) -> None:
 
 
 def nan_exclusions(scores: pd.DataFrame, column: str) -> tuple[pd.Series, Counter]:
-    """Mask of rows with a usable score, and a count of the others by reason."""
+    """Mask of rows with a usable score, and a count of the others by reason: a NaN as
+    `no_<column>:<the metric's reason>` (`:nan` without one), +inf or -inf as `non_finite_<column>`."""
     values = scores[column]
-    bad = values.isna() | ~np.isfinite(values.astype(float))
+    missing = values.isna()
+    infinite = ~missing & ~np.isfinite(values.astype(float))
     reasons: Counter = Counter()
-    if bad.any():
+    if missing.any():
         reason_cols = _reason_columns(scores, column)
-        for idx in scores.index[bad]:
+        for idx in scores.index[missing]:
             why = next((scores.at[idx, c] for c in reason_cols if isinstance(scores.at[idx, c], str)), None)
             reasons[f"no_{column}:{why or 'nan'}"] += 1
-    return ~bad, reasons
+    if infinite.any():
+        reasons[f"non_finite_{column}"] += int(infinite.sum())
+    return ~(missing | infinite), reasons
 
 
 def _reason_columns(scores: pd.DataFrame, column: str) -> list[str]:

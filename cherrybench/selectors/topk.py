@@ -23,8 +23,16 @@ class _ColumnRule(RankingSelector):
     def score_column(self) -> str:
         return self.column
 
+    @classmethod
+    def from_options(cls, options: dict):
+        """Also keep the run's options for the column's metric: `--param threshold=0.3` or
+        `--max-length` reach it as they would reach that metric scored on its own."""
+        obj = super().from_options(options)
+        obj.metric_options = dict(options)
+        return obj
+
     def requires(self):
-        return metric_for_column(self.column, {"model": self.model})
+        return metric_for_column(self.column, dict(getattr(self, "metric_options", {}), model=self.model))
 
     def higher_is_better(self) -> bool:
         return super().higher_is_better() if self.descending is None else bool(self.descending)

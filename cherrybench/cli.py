@@ -39,7 +39,7 @@ def cmd_score(args) -> int:
     metrics = build_metrics([m.strip() for m in args.metrics.split(",") if m.strip()], plugin_options(args))
     ctx = make_context(args)
     table = score(dataset, metrics, ctx, use_cache=not args.no_cache)
-    keys = {m.name: m.cache_key(ctx, dataset.fingerprint) for m in metrics}  # `select --scores` checks them
+    keys = {m.name: m.provenance_key(ctx, dataset.fingerprint) for m in metrics}  # `select --scores` checks them
     write_scores(table, args.out, dataset, inputs, score_keys=keys)
     print(f"wrote {len(table)} rows x {len(table.columns)} columns to {args.out}")
     return 0

@@ -210,7 +210,8 @@ def test_the_same_settings_are_accepted_and_recorded(tmp_path, capsys):
     expected = {r["id"]: mtld(words(r["output"]), 0.3) for r in ROWS}
     assert list(table["mtld"]) == pytest.approx([expected[r["id"]] for r in ROWS], rel=1e-12)
     assert selection.ids == sorted(expected, key=lambda i: (-expected[i], i))[:3]
-    assert selection.report["scores"] == {"path": str(scores), "checked": ["mtld"], "without_provenance": []}
+    assert selection.report["scores"] == {"path": str(scores), "checked": ["mtld"], "without_provenance": [],
+                                        "not_checked": []}
     key = mtld_key(data, 0.3)
     assert selection.provenance["score_cache"] == [{"metric": "mtld", "version": Mtld.version,
                                                     "params": {"threshold": 0.3}, "key": key, "fingerprints": {},
@@ -224,7 +225,8 @@ def test_matching_table_is_used_and_the_manifest_names_its_key(tmp_path, capsys)
     out = tmp_path / "sub.json"
     assert main(topk_mtld(data, out, "--scores", str(scores))) == 0
     report = json.loads((tmp_path / "sub.report.json").read_text())
-    assert report["scores"] == {"path": str(scores), "checked": ["mtld"], "without_provenance": []}
+    assert report["scores"] == {"path": str(scores), "checked": ["mtld"], "without_provenance": [],
+                                        "not_checked": []}
     manifest = json.loads((tmp_path / "sub.manifest.json").read_text())
     assert [(e["metric"], e["key"], e["source"]) for e in manifest["score_cache"]] == [("mtld", mtld_key(data),
                                                                                         "scores")]
@@ -250,23 +252,52 @@ def test_a_table_without_keys_is_used_and_said_to_have_no_provenance(tmp_path, c
     assert entry["metric"] == "mtld" and entry["key"] is None and entry["source"] == "scores"
 
 
-def test_another_model_is_refused_for_a_table_with_keys_and_noted_for_one_without(tmp_path, capsys):
-    """`longest --model M --scores T`: T's length scores must come from M's tokenizer."""
+@pytest.mark.slow
+def test_score_keys_follow_the_weights_not_how_the_model_is_named(tmp_path, capsys):
+    """`longest --model M --scores T`: T's length scores must come from M's tokenizer. The same
+    weights under another name are the same model; other weights are refused; a model that is
+    not on this machine cannot be checked, and the report says so."""
+    from cherrybench.models import default_gguf, resolve_model
+
+    data = write_json(tmp_path / "mt.json")
+    default = resolve_model(None).directory  # the embedded model, converted
+    same = tmp_path / "same.gguf"
+    same.symlink_to(default_gguf())  # the embedded model's own file, named by another path
+    other = tmp_path / "other"  # the same files but one config entry: other weights as far as keys go
+    other.mkdir()
+    for f in default.iterdir():
+        (other / f.name).symlink_to(f)
+    config = json.loads((default / "config.json").read_text())
+    (other / "config.json").unlink()
+    (other / "config.json").write_text(json.dumps(dict(config, rope_theta=float(config.get("rope_theta", 1e4)) * 2)))
+    scores = tmp_path / "s.parquet"
+    assert main(["score", "--data", str(data), "--metrics", "length", "--out", str(scores), *QUIET]) == 0
+
+    def select(model: str, out: str) -> int:
+        return main(["select", "--data", str(data), "--selector", "longest", "--model", model, "--budget", "2",
+                     "--scores", str(scores), "--out", str(tmp_path / out), *QUIET])
+
+    for i, model in enumerate([str(same), "smollm2-135m"]):
+        assert select(model, f"same{i}.json") == 0
+        assert json.loads((tmp_path / f"same{i}.report.json").read_text())["scores"]["checked"] == ["length"]
+    capsys.readouterr()
+    assert select(str(other), "other.json") == 2
+    assert "computed with other settings or models" in error_line(capsys) and not (tmp_path / "other.json").exists()
+    assert select(str(tmp_path / "gone.gguf"), "gone.json") == 0  # scored elsewhere: used as given, said
+    report = json.loads((tmp_path / "gone.report.json").read_text())["scores"]
+    assert report["not_checked"] == ["length"] and report["checked"] == report["without_provenance"] == []
+
+
+def test_a_table_without_keys_is_used_and_reported_as_without_provenance(tmp_path):
     data = write_json(tmp_path / "mt.json")
     dataset = load_dataset(data)
-    (tmp_path / "fakemodel").mkdir()  # no config.json: not a model
-    columns = {c: [float(i) for i in range(10)] for c in METRICS.get("length").columns}
-    table = pd.DataFrame({"id": [r["id"] for r in ROWS], **columns, "length_reason": None})
-    keyed, plain = tmp_path / "keyed.parquet", tmp_path / "plain.parquet"
-    write_scores(table, keyed, dataset, score_keys={"length": "0" * 64})
-    write_scores(table, plain, dataset)
-    argv = ["select", "--data", str(data), "--selector", "longest", "--model", str(tmp_path / "fakemodel"),
-            "--budget", "2", *QUIET]
-    assert main([*argv, "--scores", str(keyed), "--out", str(tmp_path / "a.json")]) == 2
-    assert "fakemodel" in error_line(capsys) and not (tmp_path / "a.json").exists()
-    assert main([*argv, "--scores", str(plain), "--out", str(tmp_path / "b.json")]) == 0
+    columns = {c: [float(i) for i in range(10)] for c in METRICS.get("mtld").columns}
+    plain = tmp_path / "plain.parquet"
+    write_scores(pd.DataFrame({"id": [r["id"] for r in ROWS], **columns, "mtld_reason": None}), plain, dataset)
+    assert main(["select", "--data", str(data), "--selector", "topk", "--param", "column=mtld", "--budget", "2",
+                 "--scores", str(plain), "--out", str(tmp_path / "b.json"), *QUIET]) == 0
     report = json.loads((tmp_path / "b.report.json").read_text())
-    assert report["scores"]["without_provenance"] == ["length"]
+    assert report["scores"]["without_provenance"] == ["mtld"] and report["scores"]["checked"] == []
     assert [r["id"] for r in json.loads((tmp_path / "b.json").read_text())] == ["r8", "r9"]
 
 

@@ -367,3 +367,24 @@ def test_a_run_under_another_key_replaces_the_earlier_one_not_adds_a_seed(store)
     board = build_leaderboard(client, "replaced", n_resamples=200)
     assert "replaced by a later run of the same selector, budget and seed" in " ".join(board.notes["4"])
     assert "random seed 0 (1)" in " ".join(board.notes["4"])
+
+
+@pytest.mark.slow
+def test_pairwise_results_of_an_earlier_judging_budget_are_said(store):
+    """Trials judged before pairwise judging had its own prompt budget log no `clipped` count;
+    mixed with later ones in one section, the leaderboard says which they are."""
+    client, tmp = store
+    exp = client.create_experiment("pairwise-budget", artifact_location=(tmp / "pairwise-budget").as_uri())
+    params, tags = {"budget": "4"}, {tracking.BUDGET_TAG: "4"}
+    pairs = {"heldout.vs_random.wins": 1, "heldout.vs_random.ties": 1, "heldout.vs_random.losses": 0}
+    log_child(client, exp, "random", 0, "r0", {"heldout.eval_loss": 2.0}, params=params, tags=tags)
+    log_child(client, exp, "ifd", 0, "i0", {"heldout.eval_loss": 1.9, **pairs}, params=params, tags=tags)
+    log_child(client, exp, "longest", 0, "l0", {"heldout.eval_loss": 1.8, **pairs, "heldout.vs_random.clipped": 0},
+              params=params, tags=tags)
+    notes = " ".join(build_leaderboard(client, "pairwise-budget", n_resamples=200).notes["4"])
+    assert "heldout.vs_random: ifd seed 0 were judged pairwise by an earlier version" in notes
+    assert "longest seed 0" not in notes
+    exp2 = client.create_experiment("pairwise-same", artifact_location=(tmp / "pairwise-same").as_uri())
+    log_child(client, exp2, "random", 0, "r0", {"heldout.eval_loss": 2.0}, params=params, tags=tags)
+    log_child(client, exp2, "ifd", 0, "i0", {"heldout.eval_loss": 1.9, **pairs}, params=params, tags=tags)
+    assert not any("earlier version" in n for n in build_leaderboard(client, "pairwise-same", n_resamples=200).notes["4"])

@@ -117,3 +117,20 @@ def test_every_selector_params_round_trip(name):
     assert cls(**selector.get_params()).get_params() == selector.get_params()
     for metric in selector.requires():
         assert METRICS.get(metric.name) is type(metric) or issubclass(type(metric), METRICS.get(metric.name))
+
+
+def test_a_selector_returning_a_tuple_is_one_line_naming_it(tmp_path):
+    """The README says select() returns Selection(ids, report); a plugin returning a bare tuple
+    gets a one-line error naming the selector and the type, exit 2, not an AttributeError."""
+    plugin = tmp_path / "tuple_selector.py"
+    plugin.write_text("from cherrybench.selectors import Selector, register_selector\n\n\n"
+                      "@register_selector()\nclass Tuple(Selector):\n    name = 'returns_tuple'\n\n"
+                      "    def select(self, scores, budget, ctx):\n        return list(scores['id'][:1]), {}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "x"}\n{"instruction": "b", "output": "y"}\n')
+    done = subprocess.run([sys.executable, "-m", "cherrybench", "--plugin", str(plugin), "select", "--data", str(data),
+                           "--selector", "returns_tuple", "--budget", "1", "--out", "o.jsonl", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "selector 'returns_tuple': select() must return cherrybench.selectors.Selection" in done.stderr
+    assert "not tuple" in done.stderr and not (tmp_path / "o.jsonl").exists()

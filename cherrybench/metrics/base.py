@@ -19,6 +19,9 @@ LANGUAGE_MODEL_NEEDS = ("lm", "judge")  # run through `Context.lm`, in the devic
 # bumped when the scoring core or engine changes what metrics output (2: blank answers are NaN
 # empty_answer; logits from the model's own head, so Granite, Cohere and the like change)
 SCORING_CORE_VERSION = 2
+# parameters that name a model: a score table's provenance leaves their spelling out (the
+# models' fingerprints, also in the key, say which weights they are)
+MODEL_PARAMS = frozenset({"model", "judge", "reward_model", "embedder", "tagger"})
 
 
 class Metric(Parameterized):
@@ -63,7 +66,17 @@ class Metric(Parameterized):
         return []
 
     def cache_key(self, ctx, pool_fingerprint: str | None = None) -> str:
-        params = {k: v for k, v in self.get_params().items() if k not in self.volatile}
+        return self._key(ctx, pool_fingerprint, spelled=True)
+
+    def provenance_key(self, ctx, pool_fingerprint: str | None = None) -> str:
+        """What a score table stores to say how its columns were scored, for `select --scores`
+        to check: the cache key's content without how the models were named (an alias, a relative
+        or an absolute path of the same weights), which their fingerprints already identify."""
+        return self._key(ctx, pool_fingerprint, spelled=False)
+
+    def _key(self, ctx, pool_fingerprint: str | None, spelled: bool) -> str:
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in self.volatile and (spelled or k not in MODEL_PARAMS)}
         payload = {"metric": self.name, "version": self.version, "core": SCORING_CORE_VERSION, "params": params,
                    "models": self.fingerprints(ctx)}
         if set(self.needs) & set(LANGUAGE_MODEL_NEEDS):  # bf16 scores on CUDA differ from fp32 ones on a CPU
@@ -75,7 +88,7 @@ class Metric(Parameterized):
             payload["plugin_source"] = sources
         derived = self.inputs()
         if derived:
-            payload["inputs"] = [m.cache_key(ctx, pool_fingerprint) for m in derived]
+            payload["inputs"] = [m._key(ctx, pool_fingerprint, spelled) for m in derived]
         if not is_per_record(self):
             payload["pool"] = pool_fingerprint
         return hash_json(payload, where=f"metric {self.name!r} parameters")

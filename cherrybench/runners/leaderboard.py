@@ -492,6 +492,23 @@ def _tie_warnings(rows: list[dict]) -> list[str]:
     return out
 
 
+def _pairwise_budget_notes(data: _SectionData) -> list[str]:
+    """Pairwise judging got the judges' own prompt budget (and its `clipped` count) in a later
+    version; before, it cut prompts to the training --max-length. Trials of both in one section
+    were judged on differently cut prompts: said, with which."""
+    trials = [t for ts in data.section.groups.values() for t in ts]
+    out = []
+    for prefix in sorted({m[: -len("wins")] for t in trials for m in t.metrics if m.endswith(".wins")}):
+        judged = [t for t in trials if f"{prefix}wins" in t.metrics]
+        older = [t for t in judged if f"{prefix}clipped" not in t.metrics]
+        if older and len(older) < len(judged):
+            which = ", ".join(f"{t.selector} seed {t.seed}" for t in older)
+            out.append(f"{prefix[:-1]}: {which} were judged pairwise by an earlier version, which cut the pair "
+                       "prompt to the training --max-length (the others: to judge_max_length); their wins and "
+                       "losses are not on quite the same footing.")
+    return out
+
+
 def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -> list[str]:
     notes = list(data.notes)
     one = [r["selector"] for r in rows if r["seeds"] == 1]
@@ -503,7 +520,7 @@ def _section_notes(data: _SectionData, rows: list[dict], headline: str | None) -
     fewer = _fewer_seeds(data, rows)
     if fewer:
         notes.append(fewer)
-    notes += _tie_warnings(rows)
+    notes += _tie_warnings(rows) + _pairwise_budget_notes(data)
     replaced = sorted((t.selector, t.seed, t.superseded) for ts in data.section.groups.values() for t in ts
                       if t.superseded)
     if replaced:

@@ -73,6 +73,9 @@ def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
     table = scores_for(dataset, selector, ctx, given, checked)
     ctx.dataset = dataset  # selectors that read the records themselves (embeddings, fine-tuning) find them here
     selection = selector.select(table, budget, ctx)
+    if not isinstance(selection, Selection):  # a plugin's mistake, said in one line
+        raise ValueError(f"selector {selector.name!r}: select() must return cherrybench.selectors.Selection(ids, "
+                         f"report), not {type(selection).__name__}")
     if len(set(selection.ids)) != len(selection.ids):
         raise RuntimeError(f"selector {selector.name!r} returned duplicate ids")
     unknown = set(selection.ids) - set(table["id"])
@@ -105,7 +108,14 @@ def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.Data
                                         "fingerprints": {}, "note": "from a score table without provenance: the "
                                         "settings and models it was scored with are not known"}]))
             continue
-        key = metric.cache_key(ctx, dataset.fingerprint)
+        try:
+            key = metric.provenance_key(ctx, dataset.fingerprint)
+        except (OSError, ValueError) as exc:  # its model is not on this machine: the table is used as given
+            log.warning("--scores %s: cannot check how its %r scores were computed here (%s): used as given",
+                        source, metric.name, exc)
+            out.append((metric, None, [{"metric": metric.name, "version": metric.version, "params": metric.get_params(),
+                                        "key": None, "fingerprints": {}, "note": f"not checked: {exc}"}]))
+            continue
         if stored[metric.name] != key:
             params = ", ".join(f"{k}={v!r}" for k, v in metric.get_params().items()) or "no parameters"
             raise DataError(f"--scores {source}: its {metric.name!r} scores were computed with other settings or "
@@ -114,7 +124,7 @@ def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.Data
                             f"with this run's settings (`cherrybench score --metrics {metric.name} ...`) or pass "
                             "the settings the table was scored with")
         out.append((metric, key, manifest.score_cache_entries([metric], ctx, dataset.fingerprint)))
-    unknown = [m.name for m, key, _ in out if key is None]
+    unknown = [m.name for m, key, entries in out if key is None and entries[0]["params"] is None]
     if unknown:
         log.warning("--scores %s: the columns of %s come from a table without provenance (no score-cache key): "
                     "the settings and models they were scored with are not known", source, ", ".join(unknown))
@@ -123,9 +133,11 @@ def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.Data
 
 def given_scores_report(given: pd.DataFrame, from_table: list[tuple]) -> dict:
     """The selection report's account of a --scores table: which metrics' columns it supplied,
-    checked against this run's settings or without provenance."""
+    checked against this run's settings, without provenance, or not checked (their model is not
+    on this machine)."""
     report = {"path": given.attrs.get("path"), "checked": [m.name for m, key, _ in from_table if key is not None],
-              "without_provenance": [m.name for m, key, _ in from_table if key is None]}
+              "without_provenance": [m.name for m, key, e in from_table if key is None and e[0]["params"] is None],
+              "not_checked": [m.name for m, key, e in from_table if key is None and e[0]["params"] is not None]}
     if report["without_provenance"]:
         report["note"] = (f"the columns of {', '.join(report['without_provenance'])} came from a score table "
                           "without provenance (it stores no score-cache key): the settings and models they "

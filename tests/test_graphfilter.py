@@ -25,16 +25,17 @@ def ngrams(text: str) -> list[str]:
     return [" ".join(words[i: i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)]
 
 
-def brute_force(texts, quality, ids, k):
+def brute_force(texts, quality, ids, k, candidates=None):
     """Every step: each remaining record's priority from scratch over the n-grams nobody
-    picked yet; the highest wins, ties by id."""
+    picked yet; the highest wins, ties by id. N and df count every text; only `candidates`
+    (default all) can be picked."""
     grams = [ngrams(t) for t in texts]
     df = {}
     for g in grams:
         for v in set(g):
             df[v] = df.get(v, 0) + 1
     n = len(texts)
-    covered, left, picks = set(), list(range(n)), []
+    covered, left, picks = set(), list(range(n) if candidates is None else candidates), []
     while left and len(picks) < k:
         def priority(i):
             counts = {}
@@ -126,8 +127,9 @@ def test_selector_excludes_unscored_and_negative_quality_and_reports_them():
     texts = ["alpha beta", "alpha beta gamma", "delta", "gamma delta", "epsilon"]
     selection = selection_on(texts, [1.0, np.nan, 1.0, -0.5, 2.0], 4)
     assert selection.report["excluded"] == {"no_ifd_ppl:answer_too_short": 1, "ifd_ppl<0": 1}
-    # N = 3 records left, every n-gram in one of them (log 3): alpha beta 1 x 3 log3, epsilon 2 x log3, delta log3
-    assert selection.ids == ["r0", "r4", "r2"]
+    # N = 5 and df over the pool, the excluded records included: alpha, beta and "alpha beta" are in
+    # r0 and r1, delta in r2 and r3: r0 1 x 3 log(5/2) = 2.75, r4 2 x log 5 = 3.22, r2 1 x log(5/2) = 0.92
+    assert selection.ids == ["r4", "r0", "r2"]
     assert selection.report["n_kept"] + selection.report["n_excluded"] == 5
 
 
@@ -153,9 +155,21 @@ def test_graphfilter_on_30_alpaca_records(ctx):
     selection, table = run_selection(dataset, SELECTORS.get("graphfilter")(max_length=128), Budget.parse("6"), ctx)
     usable = table["ifd_ppl"].notna()
     texts = [("\n".join(t.query for t in r.turns)) for r in dataset.records]
-    expected = brute_force([texts[i] for i in np.flatnonzero(usable)], table.loc[usable, "ifd_ppl"].tolist(),
-                           table.loc[usable, "id"].tolist(), 6)
-    assert selection.ids == [table.loc[usable, "id"].tolist()[i] for i in expected]
+    expected = brute_force(texts, table["ifd_ppl"].tolist(), table["id"].tolist(), 6,
+                           np.flatnonzero(usable).tolist())  # N and df over all 30, picks among the scored
+    assert selection.ids == [table["id"].tolist()[i] for i in expected]
     report = selection.report
     assert report["n_kept"] == 6 and report["n_input"] == 30
     assert report["n_kept"] + report["n_excluded"] == 30 and report["n_ngrams"] > 100
+
+
+def test_n_and_df_count_the_whole_pool_when_some_records_cannot_be_picked():
+    """SPEC: log(N / df(v)) with N the pool size and df over the pool's records, also when
+    some records have no usable quality (NaN): they weigh the n-grams, they are never picked."""
+    for seed in range(40):
+        texts, quality, ids = random_pool(seed, 24)
+        candidates = sorted(random.Random(seed).sample(range(24), 15))
+        expected = brute_force(texts, quality, ids, 8, candidates)
+        picks, _, _ = graphfilter_greedy(texts, [quality[i] for i in candidates], 8, [ids[i] for i in candidates],
+                                         candidates)
+        assert [candidates[i] for i in picks] == expected, seed

@@ -5,7 +5,8 @@ A bipartite graph links each record (its instruction: every turn's question,
 instruction plus input) to the word 1-, 2- and 3-grams it contains (lower-cased
 word tokens, the same as IterIT's TF-IDF: ours, the paper does not say). A
 record's diversity is D(u) = sum over its n-grams still in the graph of
-count(v in u) x log(N / df(v)); its priority is quality x D. Greedily take the
+count(v in u) x log(N / df(v)), N and df over the whole pool (records
+without a usable quality included: they count, they cannot be picked); its priority is quality x D. Greedily take the
 highest priority and remove every edge of each n-gram it covers, so those
 n-grams count for nobody any more (a max-heap with lazy updates). Quality is any
 score column (default `ifd_ppl`, Superfiltering's IFD with the plain prompt, as
@@ -46,9 +47,13 @@ def ngram_graph(texts: list[str]):
     return graph, vectorizer.get_feature_names_out()
 
 
-def graphfilter_greedy(texts: list[str], quality, k: int, ids) -> tuple[list[int], list[float], int]:
-    """Indices in pick order, each pick's priority when taken, and the number of n-grams."""
+def graphfilter_greedy(texts: list[str], quality, k: int, ids, candidates=None) -> tuple[list[int], list[float], int]:
+    """Indices (into `candidates`, default every text) in pick order, each pick's priority when
+    taken, and the number of n-grams. N and df(v) count the whole pool, `texts`, as SPEC defines
+    them; only the candidates (the records with a usable quality) can be picked."""
     graph, ngrams = ngram_graph(texts)
+    if candidates is not None:
+        graph = graph[np.asarray(candidates, dtype=int)]
     picks, values = greedy_decayed_coverage(graph, quality, k, 0.0, tie_ranks(ids))
     return picks, values, len(ngrams)
 
@@ -98,10 +103,11 @@ class GraphFilter(Selector):
             excluded[f"{self.column}<0"] += int(negative.sum())  # quality x diversity needs quality >= 0
             usable = (usable & ~negative).to_numpy()
             quality = scores[self.column].astype(float).to_numpy()[usable]
-        kept = scores[usable]
-        records = records_for(kept, ctx, self.name)
-        picks, values, n_ngrams = graphfilter_greedy([instruction_text(r) for r in records], quality,
-                                                     budget.resolve(len(scores)), [r.id for r in records])
+        pool = records_for(scores, ctx, self.name)
+        candidates = np.flatnonzero(usable)
+        records = [pool[i] for i in candidates]
+        picks, values, n_ngrams = graphfilter_greedy([instruction_text(r) for r in pool], quality,
+                                                     budget.resolve(len(scores)), [r.id for r in records], candidates)
         ids = [records[i].id for i in picks]
         excluded["over_budget"] += len(records) - len(ids)
         extra = {"n_ngrams": n_ngrams, "quality": self.column or "1 (greedy set cover)",

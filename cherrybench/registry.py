@@ -73,6 +73,11 @@ class Registry:
     def get(self, name: str) -> type:
         return self._items[self.resolve(name)]
 
+    def __contains__(self, name: str) -> bool:
+        """Whether `name` (or an alias) is registered, without the did-you-mean error."""
+        self._load_entry_points()
+        return name in self._items or name in self._aliases
+
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted(self._items)

@@ -309,7 +309,8 @@ def compare_data(tmp_path):
 
 
 def test_compare_audit_drops_contamination_then_duplicates(tmp_path, compare_data):
-    from cherrybench.runners.compare import audit_step, check_compare, load_comparison
+    from cherrybench.runners.compare import check_compare
+    from cherrybench.runners.comparison import audit_step, load_comparison
 
     data, vic = compare_data
     args = _compare_args(tmp_path, data, "--eval", f"vic:{vic}")
@@ -343,7 +344,7 @@ def test_compare_contamination_fail_stops_before_any_training(tmp_path, compare_
     def boom(*args, **kwargs):
         raise AssertionError("trained before the audit refused the pool")
 
-    monkeypatch.setattr("cherrybench.runners.compare.finetuned_model", boom)
+    monkeypatch.setattr("cherrybench.runners.trial_steps.finetuned_model", boom)
     monkeypatch.setattr("cherrybench.scoring.score", boom)
     data, vic = compare_data
     argv = ["compare", "--data", str(data), "--eval-size", "4", "--budget", "3", "--eval", f"vic:{vic}",

@@ -18,7 +18,7 @@ from cherrybench.cli import main
 from cherrybench.eval_sets import EvalSet
 from cherrybench.records import Record, Turn
 from cherrybench.runners import tracking
-from cherrybench.runners.compare import PoolAudit, log_audit
+from cherrybench.runners.comparison import PoolAudit, log_audit
 from cherrybench.runners.leaderboard import build_leaderboard, write_leaderboard
 
 LEAK = ("Describe the water cycle in detail, including evaporation, condensation, precipitation and collection, "

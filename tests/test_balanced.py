@@ -154,7 +154,8 @@ def test_editing_the_grouping_field_changes_compares_selection_key(tmp_path):
     groups by one, so compare's selection key must see it (an edited label reruns the trial),
     while an edit to another raw field, or grouping by cluster, leaves the key as it was."""
     from cherrybench.finetune import TrainConfig
-    from cherrybench.runners.compare import Comparison, Trial, selection_key
+    from cherrybench.runners.compare import selection_key
+    from cherrybench.runners.comparison import Comparison, Trial
 
     rows = category_rows()
     ctx = Context(model=None, device="cpu", progress=False)

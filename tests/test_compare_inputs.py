@@ -42,7 +42,8 @@ def leak_files(tmp_path):
 
 
 def audited(tmp_path, data, pub, vic, *extra):
-    from cherrybench.runners.compare import audit_step, check_compare, load_comparison
+    from cherrybench.runners.compare import check_compare
+    from cherrybench.runners.comparison import audit_step, load_comparison
 
     args = compare_args(tmp_path, "--data", str(data), "--eval", str(vic), "--subset", f"pub:{pub}",
                         "--contamination-levels", "exact", "--dedup", "off", *extra)
@@ -53,7 +54,8 @@ def audited(tmp_path, data, pub, vic, *extra):
 
 
 def test_a_subset_drops_its_contaminated_records_in_the_pool_or_not(tmp_path, leak_files, capsys):
-    from cherrybench.runners.compare import Trial, select_step, trial_records
+    from cherrybench.runners.comparison import Trial
+    from cherrybench.runners.trial_steps import select_step, trial_records
 
     data, pub, vic = leak_files
     before, after, pool_audit = audited(tmp_path, data, pub, vic)
@@ -77,7 +79,8 @@ def test_a_subset_drops_its_contaminated_records_in_the_pool_or_not(tmp_path, le
 
 
 def test_a_subset_keeps_its_contaminated_records_with_keep_and_warns(tmp_path, leak_files, capsys):
-    from cherrybench.runners.compare import Trial, trial_records
+    from cherrybench.runners.comparison import Trial
+    from cherrybench.runners.trial_steps import trial_records
 
     data, pub, vic = leak_files
     _, after, pool_audit = audited(tmp_path, data, pub, vic, "--contamination", "keep")
@@ -115,7 +118,9 @@ def test_the_logged_subset_is_what_the_trial_trains_on(tmp_path, leak_files, mon
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from cherrybench.runners.compare import Trial, log_selection, select_step
+    from cherrybench.runners.compare import log_selection
+    from cherrybench.runners.comparison import Trial
+    from cherrybench.runners.trial_steps import select_step
 
     data, pub, vic = leak_files
     _, after, _ = audited(tmp_path, data, pub, vic)
@@ -148,7 +153,8 @@ def two_vicunas(tmp_path):
 
 @pytest.mark.parametrize("eval_size", ["0", "20"])
 def test_two_eval_sets_of_one_name_are_refused_with_the_audit_off(tmp_path, two_vicunas, eval_size):
-    from cherrybench.runners.compare import check_compare, load_comparison
+    from cherrybench.runners.compare import check_compare
+    from cherrybench.runners.comparison import load_comparison
 
     data, first, second = two_vicunas
     args = compare_args(tmp_path, "--data", str(data), "--eval", str(first), "--eval", str(second),
@@ -165,7 +171,8 @@ def test_two_eval_sets_of_one_name_are_refused_with_the_audit_off(tmp_path, two_
 
 
 def test_an_eval_set_named_heldout_clashes_with_the_held_out_split(tmp_path, two_vicunas, capsys):
-    from cherrybench.runners.compare import check_compare, load_comparison
+    from cherrybench.runners.compare import check_compare
+    from cherrybench.runners.comparison import load_comparison
 
     data, _, second = two_vicunas
     args = compare_args(tmp_path, "--data", str(data), "--eval", f"heldout:{second}", "--eval-size", "20",
@@ -194,7 +201,8 @@ def test_an_eval_set_named_heldout_clashes_with_the_held_out_split(tmp_path, two
 
 
 def test_distinct_names_for_same_stem_files_load(tmp_path, two_vicunas):
-    from cherrybench.runners.compare import check_compare, load_comparison
+    from cherrybench.runners.compare import check_compare
+    from cherrybench.runners.comparison import load_comparison
 
     data, first, second = two_vicunas
     args = compare_args(tmp_path, "--data", str(data), "--eval", str(first), "--eval", f"vic2:{second}",

@@ -3,7 +3,8 @@ answers each shares: checked by hand on small cases (no model involved)."""
 
 import pytest
 
-from cherrybench.runners.compare import Comparison, parse_budgets, trials
+from cherrybench.runners.compare import trials
+from cherrybench.runners.comparison import Comparison, parse_budgets
 
 
 def plan(names, seeds, budgets, full_seeds=None):

@@ -28,7 +28,7 @@ class WorkStarted(AssertionError):
 
 TRIPWIRE = ("cherrybench.scoring.score", "cherrybench.scoring.score_metric", "cherrybench.runners.select.score",
             "cherrybench.finetune.finetune", "cherrybench.finetune.finetuned_model",
-            "cherrybench.runners.compare.finetune", "cherrybench.runners.compare.finetuned_model",
+            "cherrybench.runners.trial_steps.finetune", "cherrybench.runners.trial_steps.finetuned_model",
             "cherrybench.runners.regress.run_subset", "cherrybench.context.Context.lm",
             "cherrybench.context.Context.tokenizer", "cherrybench.embedders.embed",
             "cherrybench.selectors.kcenter.embed", "cherrybench.selectors.deita.embed",

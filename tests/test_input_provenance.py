@@ -379,7 +379,7 @@ def test_select_refuses_budget_one_point_zero(tmp_path, capsys, no_scoring):
 
 
 def test_compare_refuses_two_spellings_of_one_budget(tmp_path, capsys, no_scoring):
-    from cherrybench.runners.compare import parse_budgets
+    from cherrybench.runners.comparison import parse_budgets
 
     with pytest.raises(ValueError, match=r"--budget: '0\.1' and '0\.10' are the same budget"):
         parse_budgets("0.1,0.05,0.10")

@@ -243,7 +243,8 @@ def test_compare_trial_manifest_is_relative_to_the_working_directory(tmp_path, m
     from cherrybench.manifest import write_manifest
     from cherrybench.outputs import write_subset
     from cherrybench.records import Dataset
-    from cherrybench.runners.compare import Comparison, Trial, trial_manifest
+    from cherrybench.runners.compare import trial_manifest
+    from cherrybench.runners.comparison import Comparison, Trial
     from cherrybench.runners.select import run_selection
     from cherrybench.selectors import SELECTORS, Budget
 

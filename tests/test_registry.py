@@ -134,3 +134,8 @@ def test_a_selector_returning_a_tuple_is_one_line_naming_it(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "selector 'returns_tuple': select() must return cherrybench.selectors.Selection" in done.stderr
     assert "not tuple" in done.stderr and not (tmp_path / "o.jsonl").exists()
+
+
+def test_membership_knows_names_and_aliases_without_raising():
+    assert "ifd" in METRICS and "cas" in METRICS and "longest" in SELECTORS
+    assert "longst" not in SELECTORS and "nope" not in METRICS

@@ -12,7 +12,8 @@ import pytest
 
 from cherrybench.cli import main
 from cherrybench.records import Dataset, Record, Turn
-from cherrybench.runners.compare import Comparison, PublishedSubset, load_subset, trials
+from cherrybench.runners.compare import trials
+from cherrybench.runners.comparison import Comparison, PublishedSubset, load_subset
 
 POOL = [Record("p0", [Turn("Name a fruit.", "An apple.")]),
         Record("p1", [Turn("Add 2 and 2.", "4")]),

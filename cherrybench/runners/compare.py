@@ -2,7 +2,11 @@
 `full` baselines), one trial: select a subset, fine-tune the same model on it
 with the same settings, evaluate it the same way, and log it as a nested
 MLflow run. This module orchestrates those steps; the engine does the work
-(`finetune`, `evaluate`, `pairwise`) and `tracking` talks to MLflow.
+(`finetune`, `evaluate`, `pairwise`) and `tracking` talks to MLflow. What a
+comparison is, its loading and its pool audit are in `comparison`; the steps
+of one trial (select, fine-tune, evaluate) in `trial_steps`; here are the
+command's flags and checks, the trial keys, the MLflow logging of each trial,
+and the schedules that run the trials, in this process or on Ray.
 
     python -m cherrybench.runners.compare --selectors ifd,deita,longest
 """
@@ -11,140 +15,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cherrybench.eval_sets import EvalSet, load_eval_set
 from cherrybench.fingerprint import hash_json
-from cherrybench.finetune import TrainConfig, finetuned_model, training_summary
 from cherrybench.outputs import write_subset
-from cherrybench.records import Dataset, Record, Turn, records_fingerprint
+from cherrybench.records import Dataset, records_fingerprint
 from cherrybench.runners import plots, tracking
-from cherrybench.runners.options import add_tracking_arguments, add_training_arguments, train_config_from_args
+from cherrybench.runners.comparison import (Comparison, Trial, audit_step, check_eval_names, load_comparison,
+                                            log_audit, parse_budgets, parse_subset_spec)
+from cherrybench.runners.options import add_tracking_arguments, add_training_arguments
 from cherrybench.runners.leaderboard_mlflow import leaderboard_metrics, leaderboard_view
 from cherrybench.runners.trial_progress import TrialProgress
+from cherrybench.runners.trial_steps import (QUALITY_METRICS, Choice, TrialResult, answers_step,
+                                             choose_step, train_and_evaluate, trial_records, with_answer_scores)
 from cherrybench.runners.trial_tables import answers_view, log_eval_inputs, losses_view, records_frame
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "full")
-QUALITY_METRICS = ("judge_quality", "deita_quality")  # quality alone first: half the judge prompts
-
-
-@dataclass
-class Comparison:
-    """What every trial of one comparison shares."""
-
-    pool: Dataset
-    evals: list[EvalSet]
-    train: TrainConfig
-    budgets: list[str]  # as the user typed them: counts or fractions of the pool
-    subsets: list["PublishedSubset"] = field(default_factory=list)  # --subset files
-    audit: dict | None = None  # the pool audit's summary (cherrybench.audit.summary), once it ran
-
-
-@dataclass
-class PublishedSubset:
-    """A released subset (LIMA's 1k, AlpaGasus's 9k, ...), trained and evaluated as if a
-    selector had chosen it: its records, in file order, with their number as its budget.
-    `pool_ids[i]` is the pool record with the same content as record i, or None. The
-    compare audit checks its records against the eval sets as it checks the pool's:
-    `contaminated` are the file's ids of those that repeat an eval record, `dropped` those
-    of them removed from `records` (`--contamination drop`; `file` keeps the whole file)."""
-
-    name: str
-    path: str
-    records: list[Record]  # what it trains on
-    pool_ids: list[str | None]
-    contaminated: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    file: Dataset | None = field(default=None, repr=False)
-
-    @property
-    def budget(self) -> str:
-        return str(len(self.records))
-
-    @property
-    def n_in_pool(self) -> int:
-        return sum(i is not None for i in self.pool_ids)
-
-    @property
-    def ids(self) -> list[str]:
-        """Its records as selected ids: the pool's id where the record is in the pool, else `NAME:<its id>`."""
-        return [p if p is not None else f"{self.name}:{r.id}" for r, p in zip(self.records, self.pool_ids)]
-
-    def note(self) -> str:
-        out = len(self.records) - self.n_in_pool
-        text = (f"{self.name}: published subset {Path(self.path).name}, {len(self.records)} records, "
-                f"{self.n_in_pool} in the pool, {out} not" + (" (trained on all the same)" if out else ""))
-        if self.dropped:
-            text += (f"; {len(self.dropped)} more of its {len(self.records) + len(self.dropped)} records repeat an "
-                     f"eval record and were dropped (--contamination drop: {_listed(self.dropped)})")
-        kept = [i for i in self.contaminated if i not in set(self.dropped)]
-        if kept:
-            text += (f"; {len(kept)} of these repeat an eval record, trained on all the same (--contamination keep: "
-                     f"{_listed(kept)})")
-        return text
-
-
-def _listed(ids: list[str], limit: int = 10) -> str:
-    return ", ".join(map(str, ids[:limit])) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
-
-
-def parse_subset_spec(spec: str) -> tuple[str, str]:
-    """`--subset NAME:PATH` -> (NAME, PATH)."""
-    name, sep, path = spec.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or not path:
-        raise ValueError(f"--subset expects NAME:PATH (NAME of letters, digits, _ . -), got {spec!r}")
-    return name, path
-
-
-def load_subset(spec: str, pool: list[Record]) -> PublishedSubset:
-    """A --subset file (any supported format), matched to the pool by record content."""
-    from cherrybench.records import load_dataset
-
-    name, path = parse_subset_spec(spec)
-    file = load_dataset(path)
-    records = file.records
-    by_content: dict[str, str] = {}
-    for r in pool:
-        by_content.setdefault(r.content_hash, r.id)
-    return PublishedSubset(name, path, records, [by_content.get(r.content_hash) for r in records], file=file)
-
-
-@dataclass
-class Trial:
-    """One selector at one budget and seed (`full` has no budget: one trial per seed
-    serves every budget), or a published subset at its size; `key` hashes everything
-    that determines its result."""
-
-    selector: str
-    budget: str | None
-    seed: int
-    key: str = ""
-    subset: PublishedSubset | None = None
-    selection: str | None = None  # selection_key: what else decides its subset (None: full, a published subset)
-
-    @property
-    def name(self) -> str:
-        return f"{self.selector}-seed{self.seed}" if self.budget is None else \
-            f"{self.selector}-{self.budget}-seed{self.seed}"
-
-
-def parse_budgets(text: str) -> list[str]:
-    """`--budget 0.01,0.05,100`: each a count or a fraction, kept as typed, in order, once each;
-    two spellings of the same budget (`0.1,0.10`) are refused (`Budget.distinct`)."""
-    from cherrybench.selectors import Budget
-
-    budgets = [b.strip() for b in str(text).split(",") if b.strip()]
-    if not budgets:
-        raise ValueError("--budget: give a count (1000) or a fraction (0.05), or a comma list of them")
-    return Budget.distinct(budgets)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,187 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "so the tracking server holds it (off by default: a model is hundreds of MB)")
 
 
-def _split(records: list[Record], pool_size: int, eval_size: int, seed: int) -> tuple[list[Record], list[Record]]:
-    """Disjoint pool and held-out eval set, each in input order (a seeded permutation decides membership)."""
-    if pool_size + eval_size > len(records):
-        raise ValueError(f"--pool-size {pool_size} + --eval-size {eval_size} exceeds the {len(records)} records")
-    order = np.random.default_rng(seed).permutation(len(records))
-    held = sorted(order[:eval_size].tolist())
-    pool = sorted(order[eval_size: eval_size + pool_size].tolist())
-    return [records[i] for i in pool], [records[i] for i in held]
-
-
-def load_comparison(args) -> Comparison:
-    from cherrybench.records import load_dataset
-
-    split_seed = 1234  # fixed: every seed is evaluated on the same held-out records
-    if args.data:
-        source = load_dataset(args.data, args.format)
-        pool_size = min(args.pool_size, len(source) - args.eval_size)
-        pool, held = _split(source.records, pool_size, args.eval_size, split_seed)
-        fmt, container = source.format, source.container
-    else:
-        from cherrybench.default_data import load_sharegpt_sample
-
-        sample, report = load_sharegpt_sample(args.pool_size + args.eval_size, seed=split_seed)
-        print(f"default data: {report.sampled} ShareGPT conversations from {report.valid} valid "
-              f"(skipped: {dict(report.skipped)})", file=sys.stderr)
-        pool, held = _split(sample.records, args.pool_size, args.eval_size, split_seed)
-        fmt, container = "sharegpt", "json"
-    evals = [EvalSet("heldout", held)] if held else []
-    evals += [_limit(load_eval_set(spec), args.eval_limit, split_seed) for spec in args.eval]
-    check_eval_names(evals, args.eval_size)
-    if not evals:
-        raise ValueError("no eval set: give --eval or a positive --eval-size")
-    train = train_config_from_args(args)
-    subsets = [load_subset(spec, pool) for spec in getattr(args, "subset", [])]
-    for subset in subsets:
-        print(f"--subset {subset.name}: {len(subset.records)} records, {subset.n_in_pool} in the pool, "
-              f"{len(subset.records) - subset.n_in_pool} not", file=sys.stderr)
-    # path=None: subsets are written from the pool's own rows (a Parquet source's row numbers are not the pool's)
-    return Comparison(Dataset(pool, None, fmt, container), evals, train, parse_budgets(args.budget), subsets)
-
-
-def _limit(eval_set: EvalSet, limit: int, seed: int) -> EvalSet:
-    """A seeded sample of `limit` records, kept in file order (all of them when limit <= 0)."""
-    if limit <= 0 or len(eval_set.records) <= limit:
-        return eval_set
-    keep = sorted(np.random.default_rng(seed).permutation(len(eval_set.records))[:limit].tolist())
-    return replace(eval_set, records=[eval_set.records[i] for i in keep])
-
-
-def check_eval_names(evals: list[EvalSet], eval_size: int) -> None:
-    """Each eval set its own name, the held-out split's `heldout` included, whether or not the
-    audit runs: metrics are named by the set, so a second set of a name would overwrite the first's."""
-    seen: dict[str, EvalSet] = {}
-    for eval_set in evals:
-        first = seen.setdefault(eval_set.name, eval_set)
-        if first is not eval_set:
-            taken = first.source or f"the held-out split (--eval-size {eval_size})"
-            raise ValueError(f"--eval {eval_set.source}: eval set name {eval_set.name!r} is already taken by {taken}; "
-                             f"give it a name of its own: --eval NAME:{eval_set.source}")
-
-
-# -- the pool audit (before anything is scored) ----------------------------------
-@dataclass
-class PoolAudit:
-    result: object  # cherrybench.audit.AuditResult
-    dropped: dict  # reason ("contamination", "duplicates") -> ids dropped from the pool, in pool order
-    n_before: int
-
-    def sentence(self, args) -> str:
-        """What the audit did, for the leaderboard's notes and the log."""
-        contaminated = self.result.contaminated()
-        sets = sorted({h.other for h in self.result.eval_hits()})
-        found = (f"{len(contaminated)} repeat an eval record at {args.contamination_levels} ({', '.join(sets)})"
-                 if contaminated else f"none repeats an eval record at {args.contamination_levels}")
-        action = {"drop": "dropped", "keep": "kept (--contamination keep)", "fail": "refused"}[args.contamination]
-        dups = len(self.dropped.get("duplicates", []))
-        return (f"Pool audit: of {self.n_before} pool records, {found}" + (f", {action}" if contaminated else "")
-                + (f"; {dups} {args.dedup}-duplicates of earlier records dropped (--dedup {args.dedup})"
-                   if args.dedup != "off" else "; no deduplication (--dedup off)")
-                + "; details in the parent run's audit/ artifacts.")
-
-
-def audit_step(comparison: Comparison, args, ctx) -> tuple[Comparison, PoolAudit | None]:
-    """Audit the pool against every eval set (the held-out split included) and within itself,
-    before anything is scored: contaminated records are dropped, kept or refused
-    (`--contamination`), then duplicates are dropped (`--dedup`), keeping the first record
-    of each group in input order (groups formed among the records still there)."""
-    from cherrybench.audit import AuditSettings, audit, summary
-    from cherrybench.runners.audit import parse_levels
-    from cherrybench.selectors import Budget
-
-    levels = parse_levels(args.contamination_levels, "--contamination-levels")
-    dedup = () if args.dedup == "off" else (args.dedup,)
-    if not levels and not dedup:
-        return comparison, None
-    settings = AuditSettings(levels=levels, dedup_levels=dedup, embedder=args.embedder)
-    result = audit(comparison.pool.records, comparison.evals, settings, ctx, use_cache=not args.no_cache)
-    contaminated = result.contaminated(levels)
-    if contaminated and args.contamination == "fail":
-        first = result.eval_hits(levels)[0]
-        raise ValueError(f"--contamination fail: {len(contaminated)} pool records repeat an eval record at "
-                         f"{','.join(levels)} (first: id {first.pool_id!r} matches {first.other}:{first.other_id} "
-                         f"at {first.level}); run `cherrybench audit` to see them, or give --contamination drop")
-    dropped = {"contamination": contaminated if args.contamination == "drop" else []}
-    dropped["duplicates"] = result.duplicates_to_drop(args.dedup, exclude=dropped["contamination"]) if dedup else []
-    gone = set(dropped["contamination"]) | set(dropped["duplicates"])
-    subsets = [audit_subset(s, comparison.evals, settings, gone, args, ctx) for s in comparison.subsets]
-    pool = comparison.pool
-    kept = Dataset([r for r in pool.records if r.id not in gone], None, pool.format, pool.container)
-    audited = PoolAudit(result, dropped, len(pool.records))
-    print(audited.sentence(args), file=sys.stderr)
-    for budget in comparison.budgets:
-        k = Budget.parse(budget).check(len(kept), f"pool records left after the audit dropped {len(gone)}")
-        if k >= len(kept) and len(kept) < len(pool.records):
-            raise ValueError(f"--budget {budget} keeps all {len(kept)} pool records left after the audit dropped "
-                             f"{len(gone)}: every selector would train on the whole pool; give a smaller --budget")
-    return replace(comparison, pool=kept, audit=summary(result, dropped), subsets=subsets), audited
-
-
-def audit_subset(subset: PublishedSubset, evals: list[EvalSet], settings, gone: set[str], args,
-                 ctx) -> PublishedSubset:
-    """A published subset after the pool audit: the pool records the audit dropped (`gone`) are
-    no longer in the pool, and its own records, in the pool or not, are checked against the eval
-    sets as the pool's are (same levels and settings; no dedup: the file is what was published).
-    Those that repeat an eval record are dropped from what it trains on (`--contamination drop`),
-    kept and warned about (`keep`), or stop the comparison (`fail`)."""
-    from cherrybench.audit import audit
-
-    pool_ids = [None if p in gone else p for p in subset.pool_ids]
-    if not settings.levels:
-        return replace(subset, pool_ids=pool_ids)
-    result = audit(subset.records, evals, replace(settings, dedup_levels=()), ctx, use_cache=not args.no_cache)
-    found = result.contaminated(settings.levels)
-    if not found:
-        return replace(subset, pool_ids=pool_ids)
-    n, levels = len(subset.records), ",".join(settings.levels)
-    if args.contamination == "fail":
-        first = result.eval_hits(settings.levels)[0]
-        raise ValueError(f"--contamination fail: {len(found)} of the {n} records of --subset {subset.name} repeat an "
-                         f"eval record at {levels} (first: id {first.pool_id!r} matches {first.other}:{first.other_id} "
-                         f"at {first.level}); run `cherrybench audit --data {subset.path}` to see them, or give "
-                         "--contamination drop")
-    if args.contamination == "keep":
-        print(f"warning: --subset {subset.name}: {len(found)} of its {n} records repeat an eval record at {levels} "
-              f"({_listed(found)}); trained on all the same (--contamination keep)", file=sys.stderr)
-        return replace(subset, pool_ids=pool_ids, contaminated=found)
-    bad = set(found)
-    keep = [i for i, r in enumerate(subset.records) if r.id not in bad]
-    if not keep:
-        raise ValueError(f"--subset {subset.name}: all {n} of its records repeat an eval record at {levels}: nothing "
-                         "is left to train on (--contamination drop); give --contamination keep to train on them")
-    print(f"--subset {subset.name}: dropped {len(found)} of its {n} records that repeat an eval record at {levels} "
-          f"({_listed(found)}); it trains on the other {len(keep)} (--contamination drop)", file=sys.stderr)
-    return replace(subset, records=[subset.records[i] for i in keep], pool_ids=[pool_ids[i] for i in keep],
-                   contaminated=found, dropped=found)
-
-
-def log_audit(audited: PoolAudit | None, args) -> None:
-    """On the parent run: the audit's settings as params, its counts as metrics,
-    report.json, report.md and flags.parquet as `audit/` artifacts, and its sentence as a
-    tag, which every leaderboard of the experiment (this run's, or a later standalone one) notes."""
-    from cherrybench.audit import summary
-    from cherrybench.runners.audit import REPORT_FILES, write_audit
-
-    if audited is None:
-        return
-    tracking.set_tag(tracking.AUDIT_NOTE_TAG, audited.sentence(args))
-    info = summary(audited.result, audited.dropped)
-    tracking.log_params({"audit.contamination": args.contamination, "audit.contamination_levels":
-                         args.contamination_levels, "audit.dedup": args.dedup, "audit.settings_key":
-                         info["settings_key"][:16]})
-    metrics = {"audit.pool_records": audited.n_before,
-               **{f"audit.dropped.{reason}": len(ids) for reason, ids in audited.dropped.items()}}
-    for level, per in info["counts"].items():
-        for name, counts in per.items():
-            metrics.update({tracking.metric_name("audit", level, name, what): value for what, value in counts.items()})
-    tracking.log_metrics(metrics)
-    tracking.log_files(lambda tmp: write_audit(audited.result, {n: tmp / n for n in REPORT_FILES}, "the pool",
-                                               audited.dropped), "audit")
-
-
 def _selector_list(args) -> list[str]:
     from cherrybench.selectors import SELECTORS
 
@@ -392,14 +105,6 @@ def _selector_list(args) -> list[str]:
         names.remove(args.pairwise_baseline)
         names.insert(0, args.pairwise_baseline)
     return names
-
-
-def _registered(registry, name: str) -> bool:
-    try:
-        registry.resolve(name)
-        return True
-    except KeyError:
-        return False
 
 
 def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
@@ -480,194 +185,6 @@ def finished_earlier(client, exp_id: str, trial: Trial):
     return done
 
 
-# -- the steps of one trial ---------------------------------------------------
-def select_step(trial: Trial, comparison: Comparison, ctx, options: dict):
-    """The trial's subset: (selection, score table or None, selector params)."""
-    from cherrybench.runners.select import run_selection
-    from cherrybench.selectors import SELECTORS, Budget, Selection
-
-    if trial.selector == "full":
-        ids = [r.id for r in comparison.pool.records]
-        return Selection(ids, {"selector": "full", "n_input": len(ids), "n_kept": len(ids), "excluded": {}}), None, {}
-    if trial.subset is not None:
-        subset = trial.subset
-        n, inside, dropped = len(subset.records), subset.n_in_pool, len(subset.dropped)
-        report = {"selector": subset.name, "subset_file": subset.path, "n_input": n + dropped, "n_kept": n,
-                  "in_pool": inside, "not_in_pool": n - inside,
-                  "excluded": {"contamination": dropped} if dropped else {}}
-        params = {"file": Path(subset.path).name, "in_pool": inside, "not_in_pool": n - inside}
-        if subset.contaminated:  # the file's ids of its records that repeat an eval record, and those not trained on
-            report["contamination"] = {"found": list(subset.contaminated), "dropped": list(subset.dropped)}
-            params["contaminated"], params["dropped_contaminated"] = len(subset.contaminated), dropped
-        return Selection(subset.ids, report), None, params
-    selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
-    selection, table = run_selection(comparison.pool, selector, Budget.parse(trial.budget), ctx)
-    return selection, table, selector.get_params()
-
-
-def trial_records(trial: Trial, ids: list[str], comparison: Comparison) -> list[Record]:
-    """What a trial trains on: the selected pool records in pool order, or a published subset's records
-    (in file order, less those the audit dropped as contaminated)."""
-    if trial.subset is not None:
-        return trial.subset.records
-    chosen = set(ids)
-    return [r for r in comparison.pool.records if r.id in chosen]
-
-
-def train_step(records: list[Record], comparison: Comparison, seed: int, ctx, reselect=None) -> Path:
-    """Fine-tune on the trial's records (cached by their content and the settings); with
-    `reselect`, later epochs train on what it picks with the weights of that moment."""
-    return finetuned_model(records, replace(comparison.train, seed=seed), progress=ctx.progress, ctx=ctx,
-                           reselect=reselect)
-
-
-def epoch_reselect(trial: Trial, selection, table, comparison: Comparison, ctx, options: dict):
-    """IterIT's iterative variant (`--param iterative=true`): the window it rescores and
-    re-picks from before each epoch after the first; None for every other trial."""
-    from cherrybench.selectors import SELECTORS, Budget
-    from cherrybench.selectors.iterit_iterative import is_iterative, iterit_reselect
-
-    if trial.subset is not None or trial.selector == "full" or table is None:
-        return None
-    selector = SELECTORS.get(trial.selector).from_options(dict(options, seed=trial.seed))
-    if not is_iterative(selector):
-        return None
-    return iterit_reselect(selector, selection, table, Budget.parse(trial.budget), comparison.pool.records, ctx)
-
-
-def log_epochs(summary: dict, reselect, selection, table) -> None:
-    """Every epoch's window, IFDs and picks of an iterative trial (from its `training_summary`):
-    `iterit_epochs.json` and the table `tables/iterit_epochs.json`; the rescoring's seconds as a metric."""
-    from cherrybench.selectors.iterit_iterative import epoch_table
-
-    log = summary.get("epochs", [])
-    window = [r.id for r in reselect.window]
-    first = dict(zip(table["id"], table["ifd"].astype(float)))
-    frame = epoch_table(log, window, first, list(selection.ids))
-    tracking.log_json({"window": window, "k": reselect.k, "epochs": [
-        {"epoch": int(e), "picks": part.loc[part["picked"]].sort_values("pick_order")["id"].tolist(),
-         "ifd": {i: (None if np.isnan(v) else v) for i, v in zip(part["id"], part["ifd"])}}
-        for e, part in frame.groupby("epoch")], "log": log}, "iterit_epochs.json")
-    tracking.log_table(frame, "tables/iterit_epochs.json")
-    tracking.log_metrics({"iterit_rescore_seconds": sum(e.get("seconds", 0.0) for e in log)})
-
-
-def answers_step(model_dir: Path, comparison: Comparison, args, ctx) -> dict[str, list[str]]:
-    """Greedy answers to the first `--gen-size` prompts of every eval set (cached by content)."""
-    from cherrybench.evaluate import cached_answers
-
-    if args.gen_size <= 0:
-        return {}
-    return {e.name: cached_answers(model_dir, e.records[: args.gen_size], args.max_new_tokens, comparison.train.prompt,
-                                   comparison.train.max_length, ctx)
-            for e in comparison.evals}
-
-
-def judge_quality(eval_set: EvalSet, answers: list[str], ctx, options: dict) -> np.ndarray | None:
-    """Judge quality of each generated answer (scores cached like any other), or
-    None with a note when no quality metric is registered (the judge metrics come from plugins)."""
-    from cherrybench.metrics import METRICS
-    from cherrybench.scoring import score_metric
-
-    registered = [m for m in QUALITY_METRICS if _registered(METRICS, m)]
-    if not registered:
-        log.warning("no judge quality metric registered (%s): generated answers are not judge-scored",
-                    ", ".join(QUALITY_METRICS))
-        return None
-    metric = METRICS.get(registered[0]).from_options(options)
-    records = [Record(r.id, [Turn(r.turns[0].instruction, a, r.turns[0].input)], system=r.system)
-               for r, a in zip(eval_set.records, answers)]
-    table = score_metric(Dataset(records, None, "alpaca", "json"), metric, ctx)
-    column = next(c for c in QUALITY_METRICS if c in table.columns)
-    return table[column].to_numpy(float)
-
-
-def answer_table(eval_set: EvalSet, answers: list[str], quality: np.ndarray | None, ctx, options: dict):
-    """Per generated answer: id, prompt, reference, answer, judge quality, and where the set
-    has references, ROUGE-L and the cosine of sentence embeddings against the reference."""
-    import pandas as pd
-
-    from cherrybench.answer_metrics import embedding_similarity, rouge_l
-    from cherrybench.embedders import embed_texts
-
-    records = eval_set.records[: len(answers)]
-    table = pd.DataFrame({"id": [r.id for r in records], "prompt": [r.turns[0].query for r in records],
-                          "reference": [r.turns[0].output for r in records], "answer": answers})
-    if quality is not None:
-        table["judge_quality"] = quality
-    if eval_set.has_references:
-        references = table["reference"].tolist()
-        table["rouge_l"], table["rouge_l_reason"] = rouge_l(answers, references)
-        vectors = embed_texts(answers + references, options.get("embedder"), ctx, label="answers")
-        table["embedding_similarity"], table["embedding_similarity_reason"] = embedding_similarity(
-            vectors[: len(answers)], vectors[len(answers):], answers, references)
-    return table
-
-
-def with_answer_scores(per_record, answers):
-    """The per-record eval table with the generated answer's scores beside its loss (judge
-    quality, ROUGE-L, embedding similarity; NaN for records no answer was generated for)."""
-    if answers is None:
-        return per_record
-    scores = [c for c in ("judge_quality", "rouge_l", "embedding_similarity") if c in answers.columns]
-    merged = per_record.merge(answers[["id", *scores]].drop_duplicates("id"), on="id", how="left")
-    assert len(merged) == len(per_record)  # a left join on unique ids keeps every row, in order
-    return merged
-
-
-def mean_or_reason(values) -> tuple[float | None, str | None]:
-    """The mean of the scored values, or None with why nothing was scored."""
-    values = np.asarray(values, dtype=float)
-    return (float(np.nanmean(values)), None) if np.isfinite(values).any() else (None, "no_record_scored")
-
-
-def evaluate_step(model_dir: Path, trial: Trial, comparison: Comparison, args, ctx, options: dict,
-                  baseline_answers: dict) -> tuple[dict, dict, dict, dict[str, list[str]]]:
-    """Eval loss per set (per record, and pooled over answer tokens), judge quality of
-    generated answers, pairwise judging against the baseline's answers.
-    Returns (metrics, NaN reasons, per-record tables by set, answers)."""
-    from cherrybench.evaluate import cached_eval_losses, pooled_loss, pooled_loss_problem
-    from cherrybench.lm import JUDGE_MAX_LENGTH
-    from cherrybench.pairwise import judge_pairs
-
-    train = comparison.train
-    metrics, reasons, per_record = {}, {}, {}
-    for eval_set in comparison.evals:
-        if eval_set.has_references:
-            table = cached_eval_losses(model_dir, eval_set.records, train.prompt, train.max_length, ctx)
-            per_record[eval_set.name] = table
-            problem = pooled_loss_problem(table)
-            if problem:  # NaN with its reason: a diverged model's loss is not 0
-                reasons[f"{eval_set.name}.eval_loss"] = problem
-            else:
-                metrics[f"{eval_set.name}.eval_loss"] = pooled_loss(table)
-        else:  # NaN with a reason, never a silent 0
-            reasons[f"{eval_set.name}.eval_loss"] = "no_reference_answers"
-    answers = answers_step(model_dir, comparison, args, ctx)
-    answer_tables = {}
-    for set_name, texts in answers.items():
-        eval_set = next(e for e in comparison.evals if e.name == set_name)
-        table = answer_table(eval_set, texts, judge_quality(eval_set, texts, ctx, options), ctx, options)
-        answer_tables[set_name] = table
-        for column in ("judge_quality", "rouge_l", "embedding_similarity"):
-            if column in table.columns:
-                value, why = mean_or_reason(table[column])
-                if why:
-                    reasons[f"{set_name}.{column}"] = why
-                else:
-                    metrics[f"{set_name}.{column}"] = value
-        if trial.selector == args.pairwise_baseline:
-            baseline_answers[set_name] = texts
-        elif set_name in baseline_answers:
-            questions = [r.turns[0].query for r in eval_set.records[: len(texts)]]
-            result = judge_pairs(ctx.lm(options.get("judge")), questions, texts, baseline_answers[set_name],
-                                 max_length=int(options.get("judge_max_length", JUDGE_MAX_LENGTH)))
-            prefix = f"{set_name}.vs_{args.pairwise_baseline}."
-            metrics.update(result.as_metrics(prefix))
-            metrics[f"{prefix}tie_rate"] = result.ties / result.n if result.n else None
-    return metrics, reasons, per_record, answer_tables
-
-
 # -- what the MLflow UI shows ---------------------------------------------------
 def trial_manifest(trial: Trial, selection, params: dict, comparison: Comparison, subset_file: Path,
                    report_file: Path, command: str | None, audit: dict | None = None) -> dict:
@@ -732,53 +249,12 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
     tracking.log_files(write)
 
 
-@dataclass
-class Choice:
-    """A trial's selection, made in this process (its scores come from the score cache or the
-    scoring engine), with what its training needs from it and how long it took."""
-
-    selection: object  # cherrybench.selectors.Selection
-    table: object  # the score table, or None
-    params: dict
-    scoring_s: float
-    reselect: object = None  # IterIT's iterative window (epoch_reselect), or None
-
-
-@dataclass
-class TrialResult:
-    """A trial's fine-tune and evaluation (`train_and_evaluate`), all that is logged of them:
-    computed here, or in a Ray task and sent back whole (the driver needs no model)."""
-
-    model_dir: str  # where the fine-tuned model is, on the machine that trained it
-    summary: dict  # its training_summary: loss history, IterIT's epochs
-    metrics: dict
-    reasons: dict  # metric -> why it is NaN
-    per_record: dict  # eval set -> per-record losses
-    answers: dict  # eval set -> generated answers and their scores
-    training_s: float
-    eval_s: float
-    model_archive: bytes | None = None  # --log-model on Ray: the model directory as a tar
-
-
 def trial_tags(trial: Trial) -> dict:
     tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
             tracking.BUDGET_TAG: trial.budget or "full"}
     if trial.selection is not None:
         tags[tracking.SELECTION_TAG] = trial.selection
     return tags
-
-
-def choose_step(trial: Trial, comparison: Comparison, ctx, options: dict) -> Choice:
-    """The trial's selection (with what the pool audit removed before it) and IterIT's window."""
-    started = time.perf_counter()
-    selection, table, params = select_step(trial, comparison, ctx, options)
-    if comparison.audit is not None:  # what the pool audit removed before this selection, counted and listed
-        dropped = comparison.audit["dropped"]
-        selection.report["pool_audit"] = {"pool_records_before": comparison.audit["pool_records"],
-                                          "n_dropped": {k: len(v) for k, v in dropped.items()}, "dropped": dropped}
-    scoring_s = time.perf_counter() - started
-    reselect = epoch_reselect(trial, selection, table, comparison, ctx, options)
-    return Choice(selection, table, params, scoring_s, reselect)
 
 
 def log_choice(trial: Trial, choice: Choice, comparison: Comparison, args) -> None:
@@ -788,25 +264,21 @@ def log_choice(trial: Trial, choice: Choice, comparison: Comparison, args) -> No
                   resolve_model(comparison.train.model).fingerprint, getattr(args, "command_line", None))
 
 
-def train_and_evaluate(ctx, trial: Trial, records: list[Record], comparison: Comparison, args, options: dict,
-                       baseline_answers: dict, reselect=None, pack_model: bool = False) -> TrialResult:
-    """A trial's expensive part, the same in this process and in a Ray task: fine-tune on
-    `records`, evaluate, generate and judge answers (against `baseline_answers` pairwise)."""
-    started = time.perf_counter()
-    model_dir = train_step(records, comparison, trial.seed, ctx, reselect)
-    training_s = time.perf_counter() - started
-    started = time.perf_counter()
-    metrics, reasons, per_record, answers = evaluate_step(model_dir, trial, comparison, args, ctx, options,
-                                                          baseline_answers)
-    eval_s = time.perf_counter() - started
-    ctx.unload_lm(str(model_dir))
-    archive = None
-    if pack_model:
-        from cherrybench.runners.ray_trials import pack_directory
+def log_epochs(summary: dict, reselect, selection, table) -> None:
+    """Every epoch's window, IFDs and picks of an iterative trial (from its `training_summary`):
+    `iterit_epochs.json` and the table `tables/iterit_epochs.json`; the rescoring's seconds as a metric."""
+    from cherrybench.selectors.iterit_iterative import epoch_table
 
-        archive = pack_directory(model_dir)
-    return TrialResult(str(model_dir), training_summary(model_dir), metrics, reasons, per_record, answers,
-                       training_s, eval_s, archive)
+    log = summary.get("epochs", [])
+    window = [r.id for r in reselect.window]
+    first = dict(zip(table["id"], table["ifd"].astype(float)))
+    frame = epoch_table(log, window, first, list(selection.ids))
+    tracking.log_json({"window": window, "k": reselect.k, "epochs": [
+        {"epoch": int(e), "picks": part.loc[part["picked"]].sort_values("pick_order")["id"].tolist(),
+         "ifd": {i: (None if np.isnan(v) else v) for i, v in zip(part["id"], part["ifd"])}}
+        for e, part in frame.groupby("epoch")], "log": log}, "iterit_epochs.json")
+    tracking.log_table(frame, "tables/iterit_epochs.json")
+    tracking.log_metrics({"iterit_rescore_seconds": sum(e.get("seconds", 0.0) for e in log)})
 
 
 def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Comparison, args) -> None:
@@ -1023,7 +495,7 @@ def check_compare(args) -> None:
         raise ValueError("--param seed: compare gives every selector the seed of each trial; use --seed N "
                          "(repeatable) or --seeds N instead")
     options = plugin_options(args)
-    quality = [m for m in QUALITY_METRICS if _registered(METRICS, m)][:1]  # the one compare scores answers with
+    quality = [m for m in QUALITY_METRICS if m in METRICS][:1]  # the one compare scores answers with
     classes = built_classes(selectors=[n for n in everything if n != "full"],
                             metrics=quality if args.gen_size > 0 else [], options=options, seed=args.seed[0])
     check_param_keys(user_params(args), classes)
@@ -1064,7 +536,7 @@ def check_subsets(args, names: list[str]) -> None:
     seen = set(names)
     for spec in getattr(args, "subset", None) or []:
         name, path = parse_subset_spec(spec)
-        if name in seen or name in BASELINES or _registered(SELECTORS, name):
+        if name in seen or name in BASELINES or name in SELECTORS:
             raise ValueError(f"--subset {spec}: {name!r} already names a selector or subset; give the subset "
                              "another name")
         seen.add(name)

@@ -213,6 +213,44 @@ def test_a_skipped_pairwise_baseline_lends_its_logged_answers(tmp_path, monkeypa
     assert judged["heldout.vs_random.wins"] + judged["heldout.vs_random.ties"] + judged["heldout.vs_random.losses"] == 2
 
 
+@pytest.mark.slow
+def test_two_seeds_and_two_budgets_give_a_leaderboard_that_decides(tmp_path, monkeypatch):
+    """The issue's `compare --selectors longest --seeds 2 --budget A,B` on a small pool: a section per
+    budget with the CI and verdict columns over both seeds, the budget curve, every child's
+    per-record losses, and the leaderboard as parent-run metrics and table."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = ["--selectors", "longest", "--seeds", "2", "--budget", "3,5", "--full-seeds", "1", "--experiment", "sweep",
+            "--tracking-uri", uri, "--leaderboard-dir", "boards", "--pool-size", "12", "--eval-size", "4",
+            "--max-length", "64", "--gen-size", "0", "--train-batch-size", "4", "--no-progress", "--device", "cpu"]
+    assert compare_main(args) == 0
+    client = MlflowClient(uri)
+    runs = runs_of(client, "sweep")
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("cherrybench.role") == "child"}
+    assert set(children) == {f"{s}-{b}-seed{k}" for s in ("longest", "random") for b in (3, 5) for k in (0, 1)} | {
+        "full-seed0"}
+    for run in children.values():
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {"eval/heldout.per_record.parquet"}
+    board = (tmp_path / "boards" / "sweep.md").read_text()
+    assert "## Budget: 3 records (25%) (`--budget 3`)" in board and "## Budget: 5 records (41.7%) (`--budget 5`)" in board
+    header = next(line for line in board.splitlines() if line.startswith("| selector |"))
+    for column in ("heldout.eval_loss [95% CI]", "vs_random_ci", "verdict_vs_random", "vs_full_ci", "verdict_vs_full"):
+        assert f"| {column} |" in header
+    table = pd.read_csv(tmp_path / "boards" / "sweep.csv")
+    rows = table.set_index(["budget", "selector"])
+    assert rows.loc[(3, "longest"), "seeds"] == rows.loc[(5, "random"), "seeds"] == 2
+    assert rows.loc[(3, "full"), "seeds"] == 1  # --full-seeds 1, said in the table
+    assert rows.loc[(5, "longest"), "verdict_vs_random"] in ("better", "no difference", "worse")
+    assert "One seed per selector" not in board and board.count("Verdict: at ") == 2
+    assert (tmp_path / "boards" / "sweep.budget.png").stat().st_size > 10_000
+    (parent,) = [r for r in runs if r.data.tags.get("cherrybench.role") == "parent"]
+    metrics = parent.data.metrics
+    for budget in (3, 5):
+        low, delta, high = (metrics[f"b{budget}.longest.vs_random.{k}"] for k in ("ci_low", "delta", "ci_high"))
+        assert low <= delta <= high and metrics[f"b{budget}.longest.vs_random.verdict"] in (-1, 0, 1)
+    assert {"leaderboard.json", "sweep.budget.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
 PLUGIN = '''
 from cherrybench.metrics import Metric, register_metric
 

@@ -142,11 +142,16 @@ def test_the_ui_gets_leaderboard_tables_inputs_and_loss_curves(mlflow_server, tm
         assert tables == {"tables/heldout.per_record.json", "tables/heldout.answers.json"}
         losses_table = json.loads(Path(client.download_artifacts(run_id, "tables/heldout.per_record.json",
                                                                  str(tmp_path))).read_text())
-        assert losses_table["columns"][:4] == ["id", "prompt", "reference", "answer_loss"]
+        assert losses_table["columns"][:5] == ["id", "prompt", "reference", "answer", "answer_loss"]
         assert len(losses_table["data"]) == 3
         answers = json.loads(Path(client.download_artifacts(run_id, "tables/heldout.answers.json",
                                                             str(tmp_path))).read_text())
         assert {"id", "prompt", "reference", "answer", "rouge_l", "embedding_similarity"} <= set(answers["columns"])
+        # the one answered record (--gen-size 1): its answer beside its loss; the others ''
+        said = dict(zip(*[[row[answers["columns"].index(c)] for row in answers["data"]] for c in ("id", "answer")]))
+        beside = {row[0]: row[3] for row in losses_table["data"]}
+        assert len(said) == 1 and all(beside[i] == a for i, a in said.items())
+        assert [a for i, a in beside.items() if i not in said] == ["", ""]
         logged = {a["path"] for a in json.loads(run.data.tags["mlflow.loggedArtifacts"])}
         assert {"tables/heldout.per_record.json", "tables/heldout.answers.json"} <= logged
         assert {a.path for a in client.list_artifacts(run_id, "eval")} == {

@@ -308,7 +308,7 @@ def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Co
                          **{f"{name}{tracking.ANSWERS_SUFFIX}": table for name, table in answers.items()}}, "eval")
     evals = {e.name: e for e in comparison.evals}
     for name, table in per_record.items():  # the same, as tables the UI renders
-        tracking.log_table(losses_view(table, evals[name]), f"tables/{name}.per_record.json")
+        tracking.log_table(losses_view(table, evals[name], answers.get(name)), f"tables/{name}.per_record.json")
     for name, table in answers.items():
         tracking.log_table(answers_view(table), f"tables/{name}.answers.json")
     print(f"[{trial.name}] " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), file=sys.stderr)

@@ -770,7 +770,11 @@ def _legend(board: Leaderboard, sets: list[str]) -> list[str]:
         meaning = next((v for k, v in EXTRA_MEANINGS.items() if metric.endswith(k)), "a logged metric")
         lines.append(f"- `{metric}`: {meaning}; mean ± standard deviation over seeds.")
     lines += ["- `n_selected`: records in the selected subset (mean over seeds); `seeds`: trials counted.",
-              "- `scoring_seconds`, `training_seconds`, `eval_seconds`: wall-clock seconds per trial, mean over seeds.",
+              "- `scoring_seconds`, `training_seconds`, `eval_seconds`: wall-clock seconds the run that logged the "
+              "trial spent on each step, mean over seeds. What it found in the cache (scores, a fine-tuned model, "
+              "eval losses another trial or an earlier run computed) costs it about 0 s, so these are that run's "
+              "costs, not the method's; a model's own training time is `train_seconds` in its "
+              "`cherrybench_finetune.json`.",
               "- `notes`: metrics that are NaN, with the reason, and fallbacks."]
     return lines
 

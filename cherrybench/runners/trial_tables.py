@@ -41,13 +41,18 @@ def answers_view(table):
     return view
 
 
-def losses_view(per_record, eval_set: EvalSet):
-    """The per-record eval losses with each record's prompt and reference answer."""
+def losses_view(per_record, eval_set: EvalSet, answers=None):
+    """The per-record eval losses with each record's prompt, reference answer and, for the
+    records answered (the first `--gen-size`; `answers`, the per-answer table), the generated
+    answer beside its loss and scores; '' for the others."""
     import pandas as pd
 
     texts = pd.DataFrame({"id": [r.id for r in eval_set.records],
                           "prompt": _short(r.turns[0].query for r in eval_set.records),
                           "reference": _short(r.turns[0].output for r in eval_set.records)}).drop_duplicates("id")
     view = per_record.rename(columns={"loss_mean": "answer_loss"}).merge(texts, on="id", how="left")
-    return view[[c for c in ("id", "prompt", "reference", "answer_loss", "n_tokens", "reason", "judge_quality",
-                              "rouge_l", "embedding_similarity") if c in view.columns]]
+    if answers is not None:
+        said = dict(zip(answers["id"], _short(answers["answer"])))
+        view["answer"] = [said.get(i, "") for i in view["id"]]
+    return view[[c for c in ("id", "prompt", "reference", "answer", "answer_loss", "n_tokens", "reason",
+                              "judge_quality", "rouge_l", "embedding_similarity") if c in view.columns]]

@@ -58,3 +58,32 @@ def test_a_non_finite_loss_makes_the_pooled_loss_nan_with_its_reason():
     assert pooled_loss_problem(diverged) == "non_finite_loss on 1 of 2 records"
     empty = table.assign(n_tokens=[0, 0, 0])
     assert np.isnan(pooled_loss(empty)) and pooled_loss_problem(empty) == "no_answer_tokens"
+
+
+@pytest.mark.slow
+def test_cached_eval_losses_are_the_computed_ones_keyed_by_content(ctx):
+    """Stored beside the model: the first call stores what it computed (NaN and reason kept), a
+    second reads the store (shown by marking the stored value), and an edited eval record is a
+    new key, not a stale hit."""
+    import json
+
+    from cherrybench.evaluate import cached_eval_losses
+    from cherrybench.store import ArtifactStore
+
+    fresh = eval_losses(None, RECORDS, max_length=128, ctx=ctx)
+    first = cached_eval_losses(None, RECORDS, max_length=128, ctx=ctx)
+    assert list(first["id"]) == list(fresh["id"]) and list(first["n_tokens"]) == list(fresh["n_tokens"])
+    np.testing.assert_allclose(first["loss_sum"], fresh["loss_sum"], rtol=1e-6)
+    assert list(first["reason"].fillna("")) == list(fresh["reason"].fillna(""))
+    (stored,) = ArtifactStore("eval_losses").root.glob("*.json")
+    entry = json.loads(stored.read_text())
+    entry["value"][0]["loss_sum"] += 1.0  # a mark only a read of the store can return
+    stored.write_text(json.dumps(entry))
+    again = cached_eval_losses(None, RECORDS, max_length=128, ctx=ctx)
+    assert again.loc[0, "loss_sum"] == pytest.approx(fresh.loc[0, "loss_sum"] + 1.0)
+    assert again.loc[1, "loss_sum"] == pytest.approx(fresh.loc[1, "loss_sum"]) and np.isnan(again.loc[2, "loss_sum"])
+    edited = [RECORDS[0], Record("long", [Turn("Explain rain.", "Clouds get heavy and the water falls.")]), *RECORDS[2:]]
+    changed = cached_eval_losses(None, edited, max_length=128, ctx=ctx)
+    assert len(list(ArtifactStore("eval_losses").root.glob("*.json"))) == 2
+    assert changed.loc[0, "loss_sum"] == pytest.approx(fresh.loc[0, "loss_sum"])  # computed anew, not the mark
+    assert changed.loc[1, "loss_sum"] != pytest.approx(fresh.loc[1, "loss_sum"])

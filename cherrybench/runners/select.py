@@ -90,11 +90,15 @@ def run_selection(dataset: Dataset, selector: Selector, budget: Budget, ctx,
     return selection, table
 
 
+CHECKED, WITHOUT_PROVENANCE, NOT_CHECKED = "checked", "without_provenance", "not_checked"
+
+
 def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.DataFrame) -> list[tuple]:
     """The metrics the selector requires whose columns the --scores table `given` (already matched
-    to `dataset`, the data as read) supplies, each as (metric, score-cache key, its manifest
-    `score_cache` entries); the key is None when the table stores none for the metric (hand-made,
-    or written before tables stored keys: no provenance). A stored key that differs from this
+    to `dataset`, the data as read) supplies, each as (metric, status, its manifest `score_cache`
+    entries). Status `checked`: the table's stored key equals this run's; `without_provenance`:
+    the table stores none for the metric (hand-made, or written before tables stored keys);
+    `not_checked`: the metric's model is not on this machine. A stored key that differs from this
     run's is refused: those scores were computed with other parameters, models or precision than
     the ones this run names (and its report and manifest would record)."""
     stored = given.attrs.get("score_keys")
@@ -104,17 +108,19 @@ def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.Data
         if not set(metric.columns) <= set(given.columns):
             continue  # scored by this run
         if stored is None or metric.name not in stored:
-            out.append((metric, None, [{"metric": metric.name, "version": None, "params": None, "key": None,
-                                        "fingerprints": {}, "note": "from a score table without provenance: the "
-                                        "settings and models it was scored with are not known"}]))
+            out.append((metric, WITHOUT_PROVENANCE, [{
+                "metric": metric.name, "version": None, "params": None, "key": None, "fingerprints": {},
+                "note": "from a score table without provenance: the settings and models it was scored with "
+                        "are not known"}]))
             continue
         try:
             key = metric.provenance_key(ctx, dataset.fingerprint)
         except (OSError, ValueError) as exc:  # its model is not on this machine: the table is used as given
             log.warning("--scores %s: cannot check how its %r scores were computed here (%s): used as given",
                         source, metric.name, exc)
-            out.append((metric, None, [{"metric": metric.name, "version": metric.version, "params": metric.get_params(),
-                                        "key": None, "fingerprints": {}, "note": f"not checked: {exc}"}]))
+            out.append((metric, NOT_CHECKED, [{"metric": metric.name, "version": metric.version,
+                                               "params": metric.get_params(), "key": None, "fingerprints": {},
+                                               "note": f"not checked: {exc}"}]))
             continue
         if stored[metric.name] != key:
             params = ", ".join(f"{k}={v!r}" for k, v in metric.get_params().items()) or "no parameters"
@@ -123,8 +129,8 @@ def check_given_scores(dataset: Dataset, selector: Selector, ctx, given: pd.Data
                             f"score-cache key is {stored[metric.name][:12]}..., this run's {key[:12]}...; rescore "
                             f"with this run's settings (`cherrybench score --metrics {metric.name} ...`) or pass "
                             "the settings the table was scored with")
-        out.append((metric, key, manifest.score_cache_entries([metric], ctx, dataset.fingerprint)))
-    unknown = [m.name for m, key, entries in out if key is None and entries[0]["params"] is None]
+        out.append((metric, CHECKED, manifest.score_cache_entries([metric], ctx, dataset.fingerprint)))
+    unknown = [m.name for m, status, _ in out if status == WITHOUT_PROVENANCE]
     if unknown:
         log.warning("--scores %s: the columns of %s come from a table without provenance (no score-cache key): "
                     "the settings and models they were scored with are not known", source, ", ".join(unknown))
@@ -135,11 +141,11 @@ def given_scores_report(given: pd.DataFrame, from_table: list[tuple]) -> dict:
     """The selection report's account of a --scores table: which metrics' columns it supplied,
     checked against this run's settings, without provenance, or not checked (their model is not
     on this machine)."""
-    report = {"path": given.attrs.get("path"), "checked": [m.name for m, key, _ in from_table if key is not None],
-              "without_provenance": [m.name for m, key, e in from_table if key is None and e[0]["params"] is None],
-              "not_checked": [m.name for m, key, e in from_table if key is None and e[0]["params"] is not None]}
-    if report["without_provenance"]:
-        report["note"] = (f"the columns of {', '.join(report['without_provenance'])} came from a score table "
+    report = {"path": given.attrs.get("path"),
+              **{status: [m.name for m, s, _ in from_table if s == status]
+                 for status in (CHECKED, WITHOUT_PROVENANCE, NOT_CHECKED)}}
+    if report[WITHOUT_PROVENANCE]:
+        report["note"] = (f"the columns of {', '.join(report[WITHOUT_PROVENANCE])} came from a score table "
                           "without provenance (it stores no score-cache key): the settings and models they "
                           "were scored with are not known")
     return report

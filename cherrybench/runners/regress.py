@@ -365,8 +365,6 @@ def check_regress(args) -> None:
                          "would be the same records; lower --subset-size")
     if "knn6" in names and total <= 6:
         raise ValueError(f"indicator knn6 needs a pool of more than 6 records, the pool has {total}")
-    from cherrybench.runners.regress import load_eval_records
-
     load_eval_records(args.eval, args.eval_limit, args.seed)  # missing files or reference answers fail now
 
 

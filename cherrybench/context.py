@@ -27,8 +27,9 @@ class Context:
         self._resources: dict[tuple[str, str], object] = {}
         self._refs: dict[str, ModelRef] = {}
 
-    def get(self, kind: str, spec: str | None, factory: Callable[[], object]):
-        """Memoize one resource per (kind, spec)."""
+    def get(self, kind: str, spec, factory: Callable[[], object]):
+        """Memoize one resource per (kind, spec): `spec` is everything `factory` reads that this
+        context does not fix (a path, and any per-caller setting such as a device)."""
         key = (kind, str(spec))
         if key not in self._resources:
             self._resources[key] = factory()

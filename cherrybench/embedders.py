@@ -92,15 +92,17 @@ class SentenceTransformerEmbedder(Embedder):
         return hash_json({"st": directory_fingerprint(self.directory())})
 
     def model(self, ctx):
+        """The loaded model, shared per directory and device within a context."""
+        from cherrybench.models import pick_device
+
+        device = pick_device(self.device or getattr(ctx, "device", None))
+
         def load():
             from sentence_transformers import SentenceTransformer
 
-            from cherrybench.models import pick_device
-
-            device = pick_device(self.device or getattr(ctx, "device", None))
             return SentenceTransformer(str(self.directory()), device=device, local_files_only=True)
 
-        return ctx.get("sentence-transformers", str(self.directory()), load) if ctx is not None else load()
+        return ctx.get("sentence-transformers", (str(self.directory()), device), load) if ctx is not None else load()
 
     def encode(self, texts, ctx):
         self.texts_encoded += len(texts)
@@ -194,6 +196,14 @@ def _precision(model: Embedder, ctx) -> str:
     if engine is not None and hasattr(engine, "encode"):
         return engine.precision(ctx.device)
     return ctx.precision()
+
+
+def precision_key(embedder: str | Embedder | None, ctx) -> dict:
+    """What a score key that reads `embedder`'s vectors adds for the precision they come out in
+    (`_precision`): `{"embedder_precision": "bfloat16"}` for a language model on CUDA, nothing
+    for fp32 (a sentence-transformers model anywhere, an LM on a CPU), so those keys stay as they were."""
+    model = embedder if isinstance(embedder, Embedder) else resolve_embedder(embedder)
+    return {f"embedder_{k}": v for k, v in precision_entry(_precision(model, ctx)).items()}
 
 
 def embed_texts(texts: list[str], embedder: str | Embedder | None, ctx, use_cache: bool = True,

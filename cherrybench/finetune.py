@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cherrybench.fingerprint import hash_json
+from cherrybench.models import FINETUNE_DONE_MARKER
 from cherrybench.prompts import context_pieces
 from cherrybench.records import Record
 from cherrybench.store import ArtifactStore, build_directory
 
 log = logging.getLogger(__name__)
 IGNORE = -100
-DONE_MARKER = "cherrybench_finetune.json"
+DONE_MARKER = FINETUNE_DONE_MARKER  # named in models: the model's fingerprint leaves it out
 FINETUNE_KEY_VERSION = 1
 FINETUNED = ArtifactStore("finetuned")  # every fine-tuned model, named by finetune_key()
 
@@ -49,9 +50,13 @@ class TrainConfig:
     def params(self) -> dict:
         return {f"train.{k}": v for k, v in asdict(self).items()}
 
-    def fingerprint(self, model_fingerprint: str) -> str:
-        """What determines the trained weights (the device only changes rounding). A setting
-        added later enters only when set, so models trained before it keep their keys."""
+    def fingerprint(self, model_fingerprint: str, precision: str | None = None) -> str:
+        """What determines the trained weights: the settings, the base model, and the precision
+        it trains in (`precision`, else that of `device` here; bf16 training on CUDA gives other
+        weights than fp32 on a CPU), entered only off fp32, the reference, so fp32 keys stay. A
+        setting added later enters only when set, so models trained before it keep their keys."""
+        from cherrybench.models import pick_device, precision_entry, precision_name
+
         settings = {k: v for k, v in asdict(self).items() if k not in ("model", "device")}
         if settings["neftune_alpha"] is None:
             del settings["neftune_alpha"]
@@ -59,7 +64,8 @@ class TrainConfig:
             settings["neftune_alpha"] = float(settings["neftune_alpha"])  # 5 and 5.0 train the same model
         if settings["lora_targets"] is None:
             del settings["lora_targets"]
-        return hash_json({"model": model_fingerprint, "settings": settings})
+        precision = precision or precision_name(pick_device(self.device))
+        return hash_json({"model": model_fingerprint, "settings": settings, **precision_entry(precision)})
 
 
 def build_example(record: Record, tokenizer, prompt: str, max_length: int) -> dict:

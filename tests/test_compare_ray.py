@@ -3,7 +3,9 @@ dashboard) shared by the module, against the same comparison run in this
 process: the same per-selector metrics, trial keys and selections, even with
 a trial's worker killed mid-run (retried); a trial whose training really
 fails is retried `--max-retries` times, logged as FAILED with its error while
-the other finishes, and a rerun skips the finished one. The retry and
+the other finishes, and a rerun skips the finished one; the trials judged against a pairwise
+baseline that failed (or kept no record) are marked, and a rerun resumes as the local engine
+does (judging them again when the baseline runs again). The retry and
 ordering rules of `run_jobs` are checked with tasks that leave a trace on
 disk per attempt, and a model directory's trip back as a tar (--log-model).
 Tiny: pool 8 (10), budget 2, --max-length 64, one step, one answer of 4 tokens."""
@@ -183,6 +185,51 @@ def test_a_selection_that_keeps_nothing_starts_no_task(ray_cluster, tmp_path, fi
     assert run.data.tags["cherrybench.note"].endswith(": 8): nothing trained or evaluated")
 
 
+@pytest.mark.slow  # starts Ray, fine-tunes SmolLM2 on its workers
+def test_trials_whose_pairwise_baseline_failed_are_marked_and_judged_again(ray_cluster, tmp_path, files, capsys):
+    """The baseline fails every attempt: the trial judged against it still trains and is
+    evaluated, but is marked as not judged pairwise (tag, leaderboard note) instead of a
+    silent FINISHED run without winning scores; a rerun, which runs the baseline again,
+    runs it again too, as the local engine would."""
+    plugin = tmp_path / "longest_prompt.py"
+    plugin.write_text(LONGEST_PROMPT)
+    args = ["--plugin", str(plugin), "--selectors", "longest_prompt,longest", "--no-baselines", "--pairwise-baseline",
+            "longest_prompt", "--gen-size", "1", "--engine", "ray", "--max-retries", "0", "--workers", "1"]
+    assert compare(tmp_path, "nobase", files["long_pool"], files["eval"], *args) == 1
+    err = capsys.readouterr().err
+    assert "[longest-2-seed0] not judged pairwise: its pairwise baseline longest_prompt-2-seed0 failed" in err
+    (first,) = [r for r in children(tmp_path, "nobase") if r.data.tags["cherrybench.selector"] == "longest"]
+    assert first.info.status == "FINISHED" and first.data.metrics["held.eval_loss"] > 0
+    assert first.data.tags["cherrybench.unpaired"] == \
+        "not judged pairwise: its pairwise baseline longest_prompt-2-seed0 failed"
+    assert not [m for m in first.data.metrics if ".vs_longest_prompt." in m]
+    board = (tmp_path / "nobase" / "nobase.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith("| longest |"))
+    assert "not judged pairwise: its pairwise baseline longest_prompt-2-seed0 failed" in row
+
+    assert compare(tmp_path, "nobase", files["long_pool"], files["eval"], *args) == 1
+    err = capsys.readouterr().err
+    assert f"[longest-2-seed0] finished earlier in run {first.info.run_id}, but its pairwise baseline " \
+           "longest_prompt-2-seed0 runs again" in err and "[longest-2-seed0] started on Ray" in err
+    again = [r for r in children(tmp_path, "nobase") if r.data.tags["cherrybench.selector"] == "longest"]
+    assert len(again) == 2 and all(r.data.tags["cherrybench.key"] == first.data.tags["cherrybench.key"] for r in again)
+
+
+@pytest.mark.slow  # starts Ray, fine-tunes SmolLM2 on its workers
+def test_a_pairwise_baseline_that_kept_no_record_resumes_on_ray(ray_cluster, tmp_path, files, capsys):
+    args = ["--selectors", "threshold,longest", "--param", "column=response_length", "--param", "minimum=1000000",
+            "--no-baselines", "--pairwise-baseline", "threshold", "--gen-size", "1", "--engine", "ray",
+            "--workers", "1"]
+    assert compare(tmp_path, "emptybase", files["pool"], files["eval"], *args) == 0
+    capsys.readouterr()
+    assert compare(tmp_path, "emptybase", files["pool"], files["eval"], *args) == 0  # before: no answers.json, a crash
+    err = capsys.readouterr().err
+    assert "[threshold-2-seed0] finished earlier" in err and "[longest-2-seed0] finished earlier" in err
+    (run,) = [r for r in children(tmp_path, "emptybase") if r.data.tags["cherrybench.selector"] == "longest"]
+    assert run.data.tags["cherrybench.unpaired"] == \
+        "not judged pairwise: its pairwise baseline threshold-2-seed0 selected no record"
+
+
 def test_max_retries_needs_engine_ray(tmp_path, files, capsys):
     assert compare(tmp_path, "x", files["pool"], files["eval"], "--max-retries", "1") == 2
     assert capsys.readouterr().err.strip().endswith("--max-retries needs --engine ray")
@@ -255,3 +302,29 @@ def test_a_model_directory_travels_as_a_tar_unchanged(tmp_path):
         assert {str(p.relative_to(back)): p.read_bytes() for p in back.rglob("*") if p.is_file()} == files
         kept = back
     assert not kept.exists()  # removed afterwards
+
+
+@pytest.mark.slow  # starts Ray
+def test_a_job_waits_until_the_one_before_it_was_handled_even_when_both_ended_together(ray_cluster, by_value):
+    """Two jobs end before the driver looks; the one waited for comes back second. Its follower
+    may start only once the caller has handled it (took the baseline's answers), not as soon as
+    Ray reports it ended."""
+    from cherrybench.runners.ray_trials import Job, run_jobs
+
+    handled, done, pulled = {}, {}, {}
+
+    def jobs():
+        yield Job("free", stamp, lambda: (1.0,))
+        yield Job("leader", stamp, lambda: (1.0,))
+        time.sleep(8)  # both end meanwhile: one look at Ray finds them together
+        pulled["follower"] = time.time()
+        yield Job("follower", stamp, lambda: (handled["leader"],), after="leader")  # KeyError if started early
+
+    order = []
+    for d in run_jobs(jobs(), {"device": "cpu"}, {}, 0, max_retries=0):
+        assert d.failure is None
+        order.append(d.job.name)
+        handled[d.job.name] = 0.0
+        done[d.job.name] = d.result
+    assert done["free"][1] < pulled["follower"] and done["leader"][1] < pulled["follower"]  # the case arose
+    assert order == ["free", "leader", "follower"]

@@ -84,3 +84,15 @@ def test_resolve_embedder_settings(tmp_path):
         resolve_embedder("no-such-embedder")
     with pytest.raises(FileNotFoundError, match="not a sentence-transformers directory"):
         SentenceTransformerEmbedder(path=str(tmp_path)).directory()
+
+
+@pytest.mark.slow
+def test_an_embedder_on_another_device_gets_its_own_model():
+    """The loaded model is shared per directory *and* device: one asking for another device
+    does not get the first one's (meta: a second device every machine has)."""
+    from cherrybench.context import Context
+
+    ctx = Context(device="cpu", progress=False)
+    assert str(SentenceTransformerEmbedder(device="cpu").model(ctx).device) == "cpu"
+    assert str(SentenceTransformerEmbedder(device="meta").model(ctx).device) == "meta"
+    assert SentenceTransformerEmbedder().model(ctx) is SentenceTransformerEmbedder(device="cpu").model(ctx)

@@ -51,3 +51,54 @@ def test_a_sentence_transformers_module_folder_counts(tmp_path):
     assert directory_fingerprint(tmp_path) == before
     (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
     assert directory_fingerprint(tmp_path) != before
+
+
+@pytest.mark.parametrize("name", ["spm.model", "source.spm", "modeling_custom.py", "tokenization_custom.py",
+                                  "vocab.bpe", "bpe.codes", "dict.txt", "qwen.tiktoken", "prophetnet.tokenizer",
+                                  "spm.vocab"])
+def test_remote_code_and_other_tokenizer_files_count(model_dir, name):
+    """Code run under --trust-remote-code and tokenizer data outside the usual names
+    (DeBERTa-v3's spm.model, Marian's source.spm, GPT-2's vocab.bpe, fairseq's dict.txt)."""
+    path = model_dir / name
+    path.write_bytes(b"first")
+    before = directory_fingerprint(model_dir)
+    path.write_bytes(b"second, longer")  # another size: the weight memo cannot hide it either
+    assert directory_fingerprint(model_dir) != before
+
+
+def test_a_directory_without_such_files_keeps_the_fingerprint_it_had(model_dir):
+    """The payload, written out: only the files hashed before remote code and other tokenizer
+    files were added (README.md and .gitattributes stay out)."""
+    from cherrybench.fingerprint import hash_file, hash_json
+
+    (model_dir / ".gitattributes").write_text("*.safetensors filter=lfs")
+    (model_dir / "notes").mkdir()
+    (model_dir / "notes" / "x.py").write_text("print(1)")  # a sub-folder that no modules.json names
+    names = ["chat_template.jinja", "config.json", "merges.txt", "model.safetensors", "tokenizer.model", "vocab.txt"]
+    assert directory_fingerprint(model_dir) == hash_json({n: hash_file(model_dir / n) for n in names})
+
+
+def fine_tuned_directory(path, weights: bytes, seconds: float, base: str):
+    """What `finetune` leaves: weights, config, tokenizer and its done marker."""
+    import json
+
+    from cherrybench.finetune import DONE_MARKER
+
+    path.mkdir()
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (path / "model.safetensors").write_bytes(weights)
+    (path / DONE_MARKER).write_text(json.dumps({"n_records": 2, "train_loss": 1.5, "base_model": base,
+                                                "train_seconds": seconds}))
+    return path
+
+
+def test_a_fine_tuned_model_is_fingerprinted_by_what_decides_its_outputs(tmp_path):
+    """An identical retrain (another duration) or the same model trained from another machine's path
+    fingerprints the same; other weights do not. Separate directories: the weight-hash memo, keyed
+    by path, size and mtime, shares nothing between them."""
+    first = fine_tuned_directory(tmp_path / "a", b"weights", 12.5, "/home/one/models/base")
+    again = fine_tuned_directory(tmp_path / "b", b"weights", 99.0, "/srv/two/models/base")
+    other = fine_tuned_directory(tmp_path / "c", b"weightz", 12.5, "/home/one/models/base")
+    assert directory_fingerprint(first) == directory_fingerprint(again)
+    assert directory_fingerprint(other) != directory_fingerprint(first)

@@ -28,13 +28,14 @@ def tiny_reward_model(tmp_path_factory, make_reward_model):
     return make_reward_model(tmp_path_factory.mktemp("reward-model"), seed=0, layers=2)
 
 
-def direct_reward(path, question, answer):
+def direct_reward(path, question, answer, max_length=None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    cut = {"truncation": True, "max_length": max_length} if max_length else {}
     with torch.no_grad():
-        return float(model(**tokenizer(question, answer, return_tensors="pt")).logits[0, 0])
+        return float(model(**tokenizer(question, answer, return_tensors="pt", **cut)).logits[0, 0])
 
 
 @pytest.mark.slow
@@ -79,3 +80,23 @@ def test_without_a_reward_model_the_judge_quality_stands_in(ctx, caplog):
     assert (table["reward_source"] == "judge_quality").all()
     table = table.reset_index(drop=True)
     assert list(table.columns) == ["reward", "reward_source", "reward_reason"]
+
+
+@pytest.mark.slow
+def test_two_reward_lengths_in_one_run_each_truncate_at_their_own(tiny_reward_model):
+    """`score --metrics reward,instructmining --param reward_max_length=128`: instructmining's own
+    Reward keeps 512. One context, one model: each metric must still score at its own length."""
+    from cherrybench.context import Context
+
+    ctx = Context(device="cpu", progress=False)
+    question, answer = "Summarise: " + "the cat sat on the mat and looked at the door. " * 20, "It sat."
+    record = Record("long", [Turn(question, answer)])
+    short = Reward(reward_model=str(tiny_reward_model), reward_max_length=16)
+    full = Reward(reward_model=str(tiny_reward_model))
+    got_short = short.compute([record], ctx)["reward"].iloc[0]
+    got_full = full.compute([record], ctx)["reward"].iloc[0]
+    expected_short = direct_reward(tiny_reward_model, question, answer, max_length=16)
+    expected_full = direct_reward(tiny_reward_model, question, answer, max_length=512)
+    assert expected_short != pytest.approx(expected_full, abs=1e-6)  # the cut matters (tiny random model: ~6e-5)
+    assert got_short == pytest.approx(expected_short, abs=1e-6)
+    assert got_full == pytest.approx(expected_full, abs=1e-6)

@@ -15,7 +15,8 @@ from cherrybench.registry import Registry
 from cherrybench.scoring import is_per_record
 
 NEEDS = ("lm", "tokenizer", "embedder", "judge", "reward")
-LANGUAGE_MODEL_NEEDS = ("lm", "judge")  # run through `Context.lm`, in the device's precision (embedders, reward: fp32)
+LANGUAGE_MODEL_NEEDS = ("lm", "judge")  # run through `Context.lm`, in the device's precision (reward: fp32;
+# an embedder: fp32 unless it is a language model, see `Metric._key`)
 # bumped when the scoring core or engine changes what metrics output (2: blank answers are NaN
 # empty_answer; logits from the model's own head, so Granite, Cohere and the like change)
 SCORING_CORE_VERSION = 2
@@ -31,7 +32,8 @@ class Metric(Parameterized):
     - `columns`: output column -> "higher" or "lower" (which way means more of
       what the column measures is better for selection, by the method's paper)
       or "none".
-    - `needs`: resources from the context ("lm", "tokenizer", "embedder", ...).
+    - `needs`: resources from the context ("lm", "tokenizer", "embedder", ...); a metric
+      that needs an embedder names it by its `embedder` parameter.
     - `per_record`: False when a record's score depends on the whole pool
       (then the pool's fingerprint is part of the cache key).
     - `volatile`: parameters that do not change results (kept out of the key).
@@ -75,7 +77,8 @@ class Metric(Parameterized):
         return self._key(ctx, pool_fingerprint, spelled=False)
 
     def _key(self, ctx, pool_fingerprint: str | None, spelled: bool) -> str:
-        params = {k: v for k, v in self.get_params().items()
+        settings = self.get_params()
+        params = {k: v for k, v in settings.items()
                   if k not in self.volatile and (spelled or k not in MODEL_PARAMS)}
         payload = {"metric": self.name, "version": self.version, "core": SCORING_CORE_VERSION, "params": params,
                    "models": self.fingerprints(ctx)}
@@ -83,6 +86,10 @@ class Metric(Parameterized):
             from cherrybench.models import precision_entry
 
             payload.update(precision_entry(ctx.precision(self)))
+        if "embedder" in self.needs and "embedder" in settings:  # an LM embedder's vectors: bf16 on CUDA too
+            from cherrybench.embedders import precision_key
+
+            payload.update(precision_key(settings["embedder"], ctx))
         sources = plugin_sources(type(self))
         if sources:  # a plugin's compute may change without a version bump
             payload["plugin_source"] = sources

@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class RewardModel:
-    """A loaded sequence-classification model; `pairs_scored` counts model inputs (tests use it)."""
+    """A loaded sequence-classification model; `pairs_scored` counts model inputs (tests use it).
+    How pairs are cut and batched is each call's (metrics sharing the model may set them apart)."""
 
-    def __init__(self, path: Path, device: str | None = None, batch_size: int = 16, max_length: int = 512,
-                 trust_remote_code: bool = False):
+    def __init__(self, path: Path, device: str | None = None, trust_remote_code: bool = False):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -36,19 +36,18 @@ class RewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, trust_remote_code=trust_remote_code).to(self.device).eval()
-        self.batch_size = batch_size
-        self.max_length = max_length
         self.pairs_scored = 0
         self._torch = torch
 
-    def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
+    def score(self, questions: list[str], answers: list[str], max_length: int = 512,
+              batch_size: int = 16) -> np.ndarray:
         out = np.zeros(len(questions), dtype=np.float64)
         order = sorted(range(len(questions)), key=lambda i: len(questions[i]) + len(answers[i]))
         with self._torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start: start + self.batch_size]
+            for start in range(0, len(order), batch_size):
+                batch = order[start: start + batch_size]
                 inputs = self.tokenizer([questions[i] for i in batch], [answers[i] for i in batch],
-                                        padding=True, truncation=True, max_length=self.max_length,
+                                        padding=True, truncation=True, max_length=max_length,
                                         return_tensors="pt").to(self.device)
                 logits = self.model(**inputs).logits.float()
                 out[batch] = logits[:, 0].double().cpu().numpy()
@@ -101,10 +100,11 @@ class Reward(Metric):
         return {}  # the fallback judge's key enters through `inputs`
 
     def model(self, ctx) -> RewardModel:
+        """The loaded model, shared by every Reward of this context that names the directory (the
+        context's device and remote-code setting are the rest of what loading reads)."""
         path = self._path()
         return ctx.get("reward", str(path), lambda: RewardModel(
-            path, device=ctx.device, batch_size=self.batch_size, max_length=self.reward_max_length,
-            trust_remote_code=ctx.trust_remote_code))
+            path, device=ctx.device, trust_remote_code=ctx.trust_remote_code))
 
     def compute(self, records, ctx, inputs=None):
         if not self.reward_model:
@@ -118,7 +118,7 @@ class Reward(Metric):
                     questions.append(turn.query)
                     answers.append(turn.output)
                     owners.append(r)
-            flat = model.score(questions, answers)
+            flat = model.score(questions, answers, max_length=self.reward_max_length, batch_size=self.batch_size)
             sums, counts = np.zeros(len(records)), np.zeros(len(records))
             np.add.at(sums, owners, flat)
             np.add.at(counts, owners, 1)

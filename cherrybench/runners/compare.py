@@ -107,8 +107,10 @@ def _selector_list(args) -> list[str]:
     return names
 
 
-def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
-    """Content of everything that decides a trial's result: a rerun with the same key is skipped."""
+def trial_key(trial: Trial, comparison: Comparison, args, options: dict, precision: str | None = None) -> str:
+    """Content of everything that decides a trial's result: a rerun with the same key is skipped.
+    `precision`: the float type the trial trains in (`trial_precision`; default: that of the
+    training device here), part of the fine-tune key off fp32 only, so fp32 keys stay."""
     from cherrybench.models import resolve_model
 
     selector, seed = trial.selector, trial.seed
@@ -117,10 +119,44 @@ def trial_key(trial: Trial, comparison: Comparison, args, options: dict) -> str:
     subset = {"subset": [r.content_hash for r in trial.subset.records]} if trial.subset else {}
     return hash_json({"selector": selector, "options": options, "seed": seed, "budget": trial.budget,
                       "pool": comparison.pool.fingerprint,
-                      "train": train.fingerprint(resolve_model(train.model).fingerprint),
+                      "train": train.fingerprint(resolve_model(train.model).fingerprint, precision),
                       "evals": [[e.name, [r.content_hash for r in e.records]] for e in comparison.evals],
                       "gen": [args.gen_size, args.max_new_tokens], "pairwise": args.pairwise_baseline,
                       "brief_experience": args.brief_experience, **subset})
+
+
+def trial_precision(args, gpus: float | None = None) -> str:
+    """The float type a trial trains and is evaluated in (`models.precision_name`): that of
+    `--device` (or of the device this process picks); on Ray (`gpus`: each trial task's), the
+    workers': CUDA's where they get GPUs, unless `--device` says otherwise, else the CPU's."""
+    from cherrybench.models import pick_device, precision_name
+
+    if gpus is None:
+        return precision_name(pick_device(args.device))
+    return precision_name(args.device or ("cuda" if gpus else "cpu"))
+
+
+def evaluation_key(comparison: Comparison, args, ctx, options: dict, precision: str) -> str | None:
+    """What judges a trial's answers beyond its key (which hashes `--param judge=DIR` as typed):
+    the judge's weights (judge quality, pairwise judging) with the precision it runs in and its
+    `judge_max_length` where set, and the embedder's weights (embedding similarity, where a set has
+    references; its precision where it is a language model). A finished trial whose evaluation key
+    differs (new weights at the same path) is run again rather than skipped, so one leaderboard
+    column never mixes two judges; None with `--gen-size 0` (no answers, nothing judged)."""
+    from cherrybench.embedders import resolve_embedder
+    from cherrybench.models import precision_entry
+
+    if args.gen_size <= 0:
+        return None
+    judge = {"model": ctx.model_ref(options.get("judge")).fingerprint, **precision_entry(precision)}
+    if options.get("judge_max_length") is not None:
+        judge["max_length"] = int(options["judge_max_length"])
+    payload = {"judge": judge}
+    if any(e.has_references for e in comparison.evals):
+        embedder = resolve_embedder(options.get("embedder"))
+        payload["embedder"] = {"model": embedder.fingerprint(ctx),
+                               **(precision_entry(precision) if embedder.language_model else {})}
+    return hash_json(payload)
 
 
 def selection_key(trial: Trial, comparison: Comparison, ctx, options: dict) -> str | None:
@@ -169,10 +205,11 @@ def _path_fingerprint(value) -> str | None:
     return None
 
 
-def finished_earlier(client, exp_id: str, trial: Trial):
+def finished_earlier(client, exp_id: str, trial: Trial, evaluation: str | None = None):
     """The finished run a rerun skips, or None: none with the trial's key, or one whose subset
-    was chosen from other scores or selector code (its selection key differs; runs logged
-    before the key existed are taken as they are)."""
+    was chosen from other scores or selector code (its selection key differs), or whose answers
+    were judged by another judge or embedder (its evaluation key differs); runs logged before
+    a key existed are taken as they are."""
     done = tracking.finished_trial(client, exp_id, trial.key)
     if done is None:
         return None
@@ -182,7 +219,58 @@ def finished_earlier(client, exp_id: str, trial: Trial):
               "(a metric, rule, model or plugin changed): run again; the leaderboard counts the new run",
               file=sys.stderr)
         return None
+    logged = done.data.tags.get(tracking.EVALUATION_TAG)
+    if logged is not None and evaluation is not None and logged != evaluation:
+        print(f"[{trial.name}] finished earlier in run {done.info.run_id}, but its answers were judged by another "
+              "judge or embedder (other weights or precision): run again; the leaderboard counts the new run",
+              file=sys.stderr)
+        return None
     return done
+
+
+class Resume:
+    """What a rerun skips, the same on both engines: `finished_earlier`'s run, unless the trial's
+    pairwise judging would change. It would when its pairwise baseline runs again in this
+    invocation (new answers: the trial is judged again; its model, answers and scores come from
+    the content-keyed caches), or when it was judged without the baseline's answers (tag
+    UNPAIRED_TAG: the baseline had failed, or had none) and they are here now. A baseline trial
+    says what became of it (`baseline`) before the trials that share its answers are looked up."""
+
+    def __init__(self, client, exp_id: str, args, evaluation: str | None = None):
+        self.client, self.exp_id, self.evaluation = client, exp_id, evaluation
+        self.pairwise = args.pairwise_baseline if args.gen_size > 0 else None  # None: nothing judged pairwise
+        self.baselines: dict[int, tuple[str, bool, str]] = {}  # id of a shared answers dict -> its baseline
+
+    def baseline(self, trial: Trial, answers: dict, ran: bool, without: str = "has no answers") -> None:
+        """What became of the pairwise baseline whose answers `answers` holds (any other trial: nothing):
+        whether it runs in this invocation, and why it has no answers if it has none."""
+        if trial.selector == self.pairwise:
+            self.baselines[id(answers)] = (trial.name, ran, without)
+
+    def finished(self, trial: Trial, answers: dict):
+        """The finished run this trial skips to, or None (it runs)."""
+        done = finished_earlier(self.client, self.exp_id, trial, self.evaluation)
+        if done is None or self.pairwise is None or trial.selector == self.pairwise:
+            return done
+        name, ran, _ = self.baselines.get(id(answers), (None, False, ""))
+        why = None
+        if ran:
+            why = f"its pairwise baseline {name} runs again: judged again against its new answers"
+        elif answers and done.data.tags.get(tracking.UNPAIRED_TAG):
+            why = f"{done.data.tags[tracking.UNPAIRED_TAG]}; its baseline's answers are here now"
+        if why:
+            print(f"[{trial.name}] finished earlier in run {done.info.run_id}, but {why}: run again (its model, "
+                  "answers and scores come from the cache); the leaderboard counts the new run", file=sys.stderr)
+            return None
+        return done
+
+    def unpaired(self, trial: Trial, answers: dict) -> str | None:
+        """Why the trial is judged without its pairwise baseline's answers, or None (it has them, it is
+        the baseline, nothing is judged pairwise, or no baseline runs beside it: said once at the start)."""
+        if self.pairwise is None or trial.selector == self.pairwise or answers or id(answers) not in self.baselines:
+            return None
+        name, _, without = self.baselines[id(answers)]
+        return f"not judged pairwise: its pairwise baseline {name} {without}"
 
 
 # -- what the MLflow UI shows ---------------------------------------------------
@@ -249,12 +337,23 @@ def log_selection(trial: Trial, selection, table, params: dict, comparison: Comp
     tracking.log_files(write)
 
 
-def trial_tags(trial: Trial) -> dict:
+def trial_tags(trial: Trial, evaluation: str | None = None) -> dict:
     tags = {tracking.SELECTOR_TAG: trial.selector, tracking.SEED_TAG: str(trial.seed),
             tracking.BUDGET_TAG: trial.budget or "full"}
     if trial.selection is not None:
         tags[tracking.SELECTION_TAG] = trial.selection
+    if evaluation is not None:
+        tags[tracking.EVALUATION_TAG] = evaluation
     return tags
+
+
+def log_unpaired(trial: Trial, why: str | None) -> None:
+    """A trial judged without its pairwise baseline's answers says so (tag, shown in the leaderboard's
+    notes), rather than ending as a plain FINISHED run without winning scores; a rerun that has
+    the answers judges it again (`Resume.finished`)."""
+    if why:
+        tracking.set_tag(tracking.UNPAIRED_TAG, why)
+        print(f"[{trial.name}] {why}", file=sys.stderr)
 
 
 def log_choice(trial: Trial, choice: Choice, comparison: Comparison, args) -> None:
@@ -315,43 +414,63 @@ def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Co
 
 
 def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Comparison, ctx, args, options: dict,
-              baseline_answers: dict, progress: TrialProgress) -> list[str]:
+              baseline_answers: dict, progress: TrialProgress, resume: Resume) -> list[str]:
     """One trial end to end, or its ids from the finished run when it ran before. Returns the selected ids."""
-    done = finished_earlier(client, exp_id, trial)
+    done = resume.finished(trial, baseline_answers)
     if done is not None:
         print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
         progress.skip()
-        if trial.selector == args.pairwise_baseline and args.gen_size > 0:
-            baseline_answers.update(finished_answers(done, comparison, args, ctx))
+        skipped_baseline(trial, done, baseline_answers, resume, comparison, args, ctx)
         return tracking.read_json_artifact(done, "selected_ids.json")
 
-    with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+    resume.baseline(trial, baseline_answers, ran=True)
+    with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial, resume.evaluation)):
         choice = choose_step(trial, comparison, ctx, options)
         log_choice(trial, choice, comparison, args)
         if not choice.selection.ids:
             log_empty(trial, choice)
+            resume.baseline(trial, baseline_answers, ran=True, without="selected no record")
             progress.finish(trial.name, "selected no record")
             return []
         records = trial_records(trial, choice.selection.ids, comparison)
+        unpaired = resume.unpaired(trial, baseline_answers)
         result = train_and_evaluate(ctx, trial, records, comparison, args, options, baseline_answers, choice.reselect)
         log_result(trial, result, choice, comparison, args)
+        log_unpaired(trial, unpaired)
     progress.finish(trial.name)
     return choice.selection.ids
+
+
+def skipped_baseline(trial: Trial, done, answers: dict, resume: Resume, comparison: Comparison, args, ctx) -> None:
+    """A pairwise baseline that finished earlier lends its answers (`finished_answers`) to the
+    trials judged against it; on both engines, and only where answers are judged."""
+    if trial.selector != args.pairwise_baseline or args.gen_size <= 0:
+        return
+    answers.update(finished_answers(done, comparison, args, ctx))
+    empty = done.data.metrics.get("n_selected") == 0
+    resume.baseline(trial, answers, ran=False, without="selected no record" if empty else "left no answers")
 
 
 def finished_answers(done, comparison: Comparison, args, ctx) -> dict[str, list[str]]:
     """A finished pairwise baseline's answers for the trials judged against it: its answers.json
     artifact (in the tracking store, wherever the model was trained), else generated again from
-    its model where the cache still holds it; else none, with a warning, never silently."""
+    its model where the cache still holds it; else none, with a warning, never silently (a
+    baseline that selected no record logged neither)."""
     try:
         return tracking.read_json_artifact(done, "answers.json")
-    except Exception:  # an older run without the artifact
+    except Exception:  # an older run without the artifact, or one that kept no record
         pass
-    model_dir = Path(done.data.tags.get(tracking.MODEL_DIR_TAG, ""))
-    if model_dir.is_dir():
-        return answers_step(model_dir, comparison, args, ctx)
-    log.warning("pairwise baseline %s: no answers.json and no model at %s: the trials judged against it get no "
-                "winning scores", done.info.run_name, model_dir)
+    logged = done.data.tags.get(tracking.MODEL_DIR_TAG)
+    if logged and Path(logged).is_dir():
+        return answers_step(Path(logged), comparison, args, ctx)
+    if logged:
+        where = f"no model at {logged}"
+    elif done.data.metrics.get("n_selected") == 0:
+        where = "no model (it selected no record)"
+    else:
+        where = "no model logged"
+    log.warning("pairwise baseline %s: no answers.json and %s: the trials judged against it get no winning scores",
+                done.info.run_name, where)
     return {}
 
 
@@ -381,9 +500,11 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
     its selection and all its MLflow logging stay in this process, so no worker touches the
     tracking store. A trial judged pairwise against the baseline starts once that baseline
     finished (its answers go with the task); the others start at once and run side by side.
-    A finished trial is skipped as without Ray (the baseline's answers come from its answers.json:
-    no model needed here); one that failed every attempt is logged as a FAILED run with its
-    error. Returns the selections and the names of the failed trials."""
+    A finished trial is skipped as without Ray, by the same rules (`Resume`; the baseline's answers
+    come from its answers.json: no model needed here); one that failed every attempt is logged as
+    a FAILED run with its error, and the trials judged against a baseline that failed still run,
+    marked as not judged pairwise (`log_unpaired`), so a rerun judges them. Trial keys carry the
+    workers' precision. Returns the selections and the names of the failed trials."""
     from cherrybench.models import resolve_model
     from cherrybench.ray_engine import context_settings
     from cherrybench.runners.options import DEFAULT_MAX_RETRIES
@@ -393,6 +514,8 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
         args.max_retries = DEFAULT_MAX_RETRIES
     gpus = gpus_per_trial(ctx.engine)
     device = args.device or (None if gpus else "cpu")  # a CPU task never takes a GPU Ray did not give it
+    precision = trial_precision(args, gpus)  # the workers' (bf16 on their GPUs), not this process's
+    resume = Resume(client, exp_id, args, evaluation_key(comparison, args, ctx, options, precision))
     settings = dict(context_settings(ctx), device=device)
     # what a task needs of the comparison: the eval sets and the training settings, not the pool
     slim = replace(comparison, pool=Dataset([], None, comparison.pool.format, comparison.pool.container),
@@ -408,22 +531,23 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
     def jobs():
         leaders: dict[int, tuple] = {}  # id of a shared answers dict -> (the baseline trial that fills it, the dict)
         for trial, answers in schedule:
-            trial.key = trial_key(trial, comparison, args, options)
+            trial.key = trial_key(trial, comparison, args, options, precision)
             trial.selection = selection_key(trial, comparison, ctx, options)
-            done = finished_earlier(client, exp_id, trial)
+            done = resume.finished(trial, answers)
             if done is not None:
                 print(f"[{trial.name}] finished earlier in run {done.info.run_id}: skipped", file=sys.stderr)
                 progress.skip()
-                if trial.selector == args.pairwise_baseline:
-                    answers.update(tracking.read_json_artifact(done, "answers.json"))
+                skipped_baseline(trial, done, answers, resume, comparison, args, ctx)
                 selections[trial.name] = tracking.read_json_artifact(done, "selected_ids.json")
                 continue
+            resume.baseline(trial, answers, ran=True)
             choice = choose_step(trial, comparison, ctx, options)
             selections[trial.name] = choice.selection.ids
             if not choice.selection.ids:  # nothing to train: logged here, no task
-                with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+                with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial, resume.evaluation)):
                     log_choice(trial, choice, comparison, args)
                     log_empty(trial, choice)
+                resume.baseline(trial, answers, ran=True, without="selected no record")
                 progress.finish(trial.name, "selected no record")
                 continue
             records = trial_records(trial, choice.selection.ids, comparison)
@@ -439,7 +563,7 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
     for done in run_jobs(jobs(), settings, base, gpus, args.max_retries, args.workers):
         trial, answers, choice = done.job.info
         try:
-            with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial)):
+            with tracking.trial_run(exp_id, parent_id, trial.name, trial.key, trial_tags(trial, resume.evaluation)):
                 log_choice(trial, choice, comparison, args)
                 tracking.set_tag(ATTEMPTS_TAG, str(done.attempts))
                 if done.failure is not None:
@@ -449,14 +573,16 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
                 if trial.selector == args.pairwise_baseline:  # the trials judged against it start now
                     answers.update({name: table["answer"].tolist() for name, table in done.result.answers.items()})
                 log_result(trial, done.result, choice, comparison, args)
+                log_unpaired(trial, resume.unpaired(trial, answers))  # the answers its task was given
             progress.finish(trial.name)
         except TrialFailed as exc:
             failed.append(trial.name)
             print(f"[{trial.name}] FAILED after {done.attempts} attempts: {exc}", file=sys.stderr)
             progress.finish(trial.name, "FAILED")
+            resume.baseline(trial, answers, ran=True, without="failed")  # before the trials judged against it start
             if trial.selector == args.pairwise_baseline and args.gen_size > 0:
-                log.warning("pairwise baseline %s failed: the trials of its seed and budget get no winning scores",
-                            trial.name)
+                log.warning("pairwise baseline %s failed: the trials judged against it get no winning scores; they "
+                            "are marked (tag %s) and a rerun judges them again", trial.name, tracking.UNPAIRED_TAG)
     return selections, failed
 
 
@@ -583,22 +709,26 @@ def trials(names: list[str], seeds: list[int], comparison: Comparison, full_seed
     """Every trial in the order it runs, with the pairwise baseline's answers it shares:
     per seed, `full` once (its answers serve every budget; only the first `full_seeds`
     seeds when given), then per budget the pairwise baseline first and the other selectors,
-    then each published subset (`random` first at its size, unless a budget is that size)."""
+    then each published subset (`random` first at its size, unless a budget is that size; with
+    a selector as the pairwise baseline, the subset shares the answers of that size's trials)."""
     for index, seed in enumerate(seeds):
         shared: dict[str, list[str]] = {}
+        sized: dict[float, dict] = {}  # a count -> the answers the trials of that size share
         if "full" in names and (full_seeds is None or index < full_seeds):
             yield Trial("full", None, seed), shared
         for budget in comparison.budgets:
             answers = shared if "full" in names else {}
             if names and names[0] != "full":  # a selector as the pairwise baseline: fresh answers per budget
                 answers = {}
+            if float(budget) >= 1:
+                sized[float(budget)] = answers
             for name in names:
                 if name != "full":
                     yield Trial(name, budget, seed), answers
         counts = {float(b) for b in comparison.budgets if float(b) >= 1}
         for subset in comparison.subsets:  # at its own size, with `random` at that size to compare with
-            answers = shared if names and names[0] == "full" else {}
             n = len(subset.records)
+            answers = shared if names and names[0] == "full" else sized.setdefault(n, {})
             if "random" in names and n not in counts and n < len(comparison.pool):
                 counts.add(n)
                 yield Trial("random", subset.budget, seed), answers
@@ -649,11 +779,14 @@ def run(args) -> int:
             selections, failed = run_trials_on_ray(client, exp_id, parent.info.run_id, schedule, comparison, ctx,
                                                    args, options, progress)
             schedule = []
+        precision = trial_precision(args)
+        resume = Resume(client, exp_id, args, evaluation_key(comparison, args, ctx, options, precision)
+                        if schedule else None)
         for trial, answers in schedule:
-            trial.key = trial_key(trial, comparison, args, options)
+            trial.key = trial_key(trial, comparison, args, options, precision)
             trial.selection = selection_key(trial, comparison, ctx, options)
             ids = run_trial(client, exp_id, parent.info.run_id, trial, comparison, ctx, args, options, answers,
-                            progress)
+                            progress, resume)
             selections[trial.name] = ids
         if failed:
             tracking.set_tag("cherrybench.failed_trials", ",".join(failed))

@@ -324,6 +324,8 @@ def _row(data: _SectionData, selector: str, sets: list[str], extras: list[str], 
            "seeds": len({t.seed for t in trials})}
     notes = sorted({f"{m}: NaN ({why})" for t in trials for m, why in t.reasons.items()})
     notes += sorted({t.run.data.tags[tracking.NOTE_TAG] for t in trials if tracking.NOTE_TAG in t.run.data.tags})
+    notes += sorted({f"seed {t.seed}: {t.run.data.tags[tracking.UNPAIRED_TAG]}" for t in trials
+                     if tracking.UNPAIRED_TAG in t.run.data.tags})  # its baseline failed or kept no record
     for set_name in sets:
         metric = set_name + LOSS
         row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], note = \

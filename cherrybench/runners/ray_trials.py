@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """`fn(ctx, *args())` on a worker, started once the job named `after` has finished and
-    its result been handled (that can change what `args` returns: a baseline's answers).
-    `info` is the caller's own, handed back with the result."""
+    """`fn(ctx, *args())` on a worker, started once the job named `after` has finished, or
+    failed its last attempt, and its `Done` been handled (that can change what `args` returns:
+    a baseline's answers; after a failure the caller decides, e.g. compare marks the trials
+    judged without them). `info` is the caller's own, handed back with the result."""
 
     name: str
     fn: Callable
@@ -133,8 +134,13 @@ def run_jobs(jobs: Iterable[Job], settings: dict, models: dict, gpus: float, max
                     start(job, attempt + 1)
                     continue
                 out.append(Done(job, None, failure, attempt))
-            finished.add(job.name)
         return out
+
+    def handed(done: Done) -> Done:
+        # finished only once the caller has it: a job waiting on it (a trial judged against
+        # the pairwise baseline) must not start before the caller took its answers
+        finished.add(done.job.name)
+        return done
 
     for job in jobs:  # pulling a job prepares it in the driver (its selection)
         pulled.add(job.name)
@@ -142,13 +148,13 @@ def run_jobs(jobs: Iterable[Job], settings: dict, models: dict, gpus: float, max
         start_ready()
         if running:
             for done in collect(block=False):
-                yield done
+                yield handed(done)
                 start_ready()
     while running or waiting:
         if not running:
             raise RuntimeError(f"Ray trials: {[j.name for j in waiting]} wait for trials that never ran")
         for done in collect(block=True):
-            yield done
+            yield handed(done)
             start_ready()
 
 

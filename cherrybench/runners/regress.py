@@ -141,16 +141,18 @@ def run_subset(index: int, records: list[Record], eval_records: list[Record], tr
                keep_model: bool) -> dict:
     """Fine-tune on one subset and measure eval loss. The result is a content-keyed
     artifact (`cache_dir()/regress/`): the fine-tune's key (settings, base model,
-    the records' content in training order) and the eval records' content; `key`
-    is the run's tracking key and plays no part in caching."""
+    the records' content in training order), the eval records' content and the precision
+    the eval loss is measured in (as `evaluate.cached_eval_losses` keys it); `key` is the
+    run's tracking key and plays no part in caching."""
     from cherrybench.evaluate import eval_loss
     from cherrybench.finetune import finetune_key, finetuned_model, remove_finetuned_model, training_summary
+    from cherrybench.models import precision_entry
     from cherrybench.store import ArtifactStore
 
     results = ArtifactStore("regress")
     payload = {"artifact": "regress_subset", "version": SUBSET_RESULT_VERSION,
                "finetune": finetune_key(records, train, ctx=ctx), "eval": [r.content_hash for r in eval_records],
-               "prompt": train.prompt, "max_length": train.max_length}
+               "prompt": train.prompt, "max_length": train.max_length, **precision_entry(ctx.precision())}
     ids = [r.id for r in records]
     cached = results.get_json(payload)
     if cached is not None:

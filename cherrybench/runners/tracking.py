@@ -17,6 +17,8 @@ import numpy as np
 
 KEY_TAG = "cherrybench.key"
 SELECTION_TAG = "cherrybench.selection_key"  # what else chose a trial's subset: scores, selector code (compare.selection_key)
+EVALUATION_TAG = "cherrybench.evaluation_key"  # what judged its answers: judge and embedder weights (compare.evaluation_key)
+UNPAIRED_TAG = "cherrybench.unpaired"  # a trial judged without its pairwise baseline's answers: why (a rerun judges it)
 SELECTOR_TAG = "cherrybench.selector"
 SEED_TAG = "cherrybench.seed"
 BUDGET_TAG = "cherrybench.budget"  # the budget as typed (`0.05`, `10`); `full` for the baseline every budget shares

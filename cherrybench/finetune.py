@@ -148,6 +148,12 @@ def remove_finetuned_model(records: list[Record], config: TrainConfig, ctx=None,
     FINETUNED.remove(finetune_key(records, config, base_fingerprint, ctx))
 
 
+def discard_finetuned_model(model_dir: Path) -> None:
+    """Delete a stored fine-tuned model by the directory `finetuned_model` returned (compare
+    --no-keep-models, once its trial is evaluated and logged)."""
+    FINETUNED.discard(model_dir)
+
+
 def finetune(records: list[Record], config: TrainConfig, out_dir: Path, progress: bool = True) -> Path:
     """Train on `records` and save a full HF model directory at `out_dir`
     (LoRA merged). A directory that already holds a finished model is returned as is.

@@ -223,10 +223,17 @@ class ArtifactStore:
     def remove(self, payload) -> None:
         """Delete an artifact: first renamed out of sight (atomic), then deleted."""
         for path in (self.path_for(payload), self.path_for(payload, ".json")):
-            if path.exists():
-                doomed = staging_path(path)
-                try:
-                    os.replace(path, doomed)
-                except FileNotFoundError:
-                    continue
-                _remove(doomed)
+            self.discard(path)
+
+    def discard(self, path: Path) -> None:
+        """Delete the artifact at `path` (as `directory` returned it), renamed out of sight first;
+        a path outside this store is refused, never deleted."""
+        path = Path(path)
+        if path.resolve().parent != self.root.resolve():
+            raise ValueError(f"{path} is not an artifact of {self.root}")
+        doomed = staging_path(path)
+        try:
+            os.replace(path, doomed)
+        except FileNotFoundError:
+            return
+        _remove(doomed)

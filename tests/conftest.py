@@ -4,7 +4,9 @@ Caches. Tests never read or write the user's cache (`~/.cache/cherrybench` or
 `$CHERRYBENCH_CACHE`). From `pytest_configure` on (before any test module is
 imported) `CHERRYBENCH_CACHE` points at a fresh session directory, and every
 test gets its own empty cache under it, so no test sees scores, embeddings or
-trained models another test left behind (tests do not depend on their order).
+trained models another test left behind (tests do not depend on their order);
+it is removed when the test ends, and a passing test's `tmp_path` too
+(`tmp_path_retention_policy`), so the suite's disk use stays that of a few tests.
 Converted models are the one thing kept between sessions, for speed: each
 cache's `models` is a link to `$CHERRYBENCH_TEST_CACHE/models` (default
 `<repo>/.test-cache/models`), so the GGUF conversion happens once per checkout.
@@ -165,6 +167,11 @@ def fresh_cache(isolated_cache):
     yield root
     _session["memo"].update(_read_memo(root / MEMO))
     os.environ["CHERRYBENCH_CACHE"] = str(isolated_cache)
+    # a test's fine-tuned models and gradients can take gigabytes: gone with the test, not at
+    # the session's end. The `models` link stays: a memo (the session's `ctx`) may hold a path through it
+    for child in root.iterdir():
+        if child.name != "models":
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 @pytest.fixture(scope="session")

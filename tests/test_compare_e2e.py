@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cherrybench.paths import cache_dir
 from cherrybench.registry import load_plugin_file
 from cherrybench.cli import main as cli_main
 
@@ -54,7 +55,7 @@ def test_compare_logs_everything_to_a_real_server(mlflow_server, tmp_path, monke
     vicuna.write_text("".join(json.dumps({"question_id": i, "text": q}) + "\n" for i, q in
                               enumerate(["Name a fruit.", LONG_QUESTION, "Say hello.", "Name a colour."])))
     assert compare_main(["--selectors", "ifd,longest", "--experiment", "e2e", "--tracking-uri", mlflow_server,
-                         "--eval", f"vic:{vicuna}", "--eval-limit", "2", *ARGS]) == 0
+                         "--eval", f"vic:{vicuna}", "--eval-limit", "2", "--no-keep-models", *ARGS]) == 0
     ties = [r.getMessage().split(":")[0] for r in caplog.records if "the judge called" in r.getMessage()]
     assert len(ties) == len(set(ties)) <= 2  # said once per eval set, not once per trial
     client = MlflowClient(mlflow_server)
@@ -222,8 +223,10 @@ def test_two_seeds_and_two_budgets_give_a_leaderboard_that_decides(tmp_path, mon
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     args = ["--selectors", "longest", "--seeds", "2", "--budget", "3,5", "--full-seeds", "1", "--experiment", "sweep",
             "--tracking-uri", uri, "--leaderboard-dir", "boards", "--pool-size", "12", "--eval-size", "4",
-            "--max-length", "64", "--gen-size", "0", "--train-batch-size", "4", "--no-progress", "--device", "cpu"]
+            "--max-length", "64", "--gen-size", "0", "--train-batch-size", "4", "--no-progress", "--device", "cpu",
+            "--no-keep-models"]
     assert compare_main(args) == 0
+    assert not list((cache_dir() / "finetuned").iterdir())  # nine trials, no model left behind
     client = MlflowClient(uri)
     runs = runs_of(client, "sweep")
     children = {r.info.run_name: r for r in runs if r.data.tags.get("cherrybench.role") == "child"}
@@ -249,6 +252,12 @@ def test_two_seeds_and_two_budgets_give_a_leaderboard_that_decides(tmp_path, mon
         low, delta, high = (metrics[f"b{budget}.longest.vs_random.{k}"] for k in ("ci_low", "delta", "ci_high"))
         assert low <= delta <= high and metrics[f"b{budget}.longest.vs_random.verdict"] in (-1, 0, 1)
     assert {"leaderboard.json", "sweep.budget.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert not any("cherrybench.model_dir" in r.data.tags for r in children.values())  # no path to a deleted model
+
+    assert compare_main(args) == 0  # the rerun needs none of the deleted models: every trial is skipped
+    assert {r.info.run_id for r in runs_of(client, "sweep") if r.data.tags.get("cherrybench.role") == "child"} == {
+        r.info.run_id for r in children.values()}
+    assert not list((cache_dir() / "finetuned").iterdir())
 
 
 PLUGIN = '''

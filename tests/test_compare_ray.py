@@ -217,10 +217,14 @@ def test_trials_whose_pairwise_baseline_failed_are_marked_and_judged_again(ray_c
 
 @pytest.mark.slow  # starts Ray, fine-tunes SmolLM2 on its workers
 def test_a_pairwise_baseline_that_kept_no_record_resumes_on_ray(ray_cluster, tmp_path, files, capsys):
+    """Also: --no-keep-models deletes the model in the worker's cache once the trial is evaluated."""
     args = ["--selectors", "threshold,longest", "--param", "column=response_length", "--param", "minimum=1000000",
             "--no-baselines", "--pairwise-baseline", "threshold", "--gen-size", "1", "--engine", "ray",
-            "--workers", "1"]
+            "--workers", "1", "--no-keep-models"]
+    kept = ray_cluster / "finetuned"
+    before = set(kept.iterdir()) if kept.is_dir() else set()
     assert compare(tmp_path, "emptybase", files["pool"], files["eval"], *args) == 0
+    assert not set(kept.iterdir()) - before  # trained on the worker (its cache is the session's), then deleted
     capsys.readouterr()
     assert compare(tmp_path, "emptybase", files["pool"], files["eval"], *args) == 0  # before: no answers.json, a crash
     err = capsys.readouterr().err
@@ -228,6 +232,7 @@ def test_a_pairwise_baseline_that_kept_no_record_resumes_on_ray(ray_cluster, tmp
     (run,) = [r for r in children(tmp_path, "emptybase") if r.data.tags["cherrybench.selector"] == "longest"]
     assert run.data.tags["cherrybench.unpaired"] == \
         "not judged pairwise: its pairwise baseline threshold-2-seed0 selected no record"
+    assert run.data.metrics["held.eval_loss"] > 0 and "cherrybench.model_dir" not in run.data.tags
 
 
 def test_max_retries_needs_engine_ray(tmp_path, files, capsys):

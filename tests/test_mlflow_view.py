@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cherrybench.cli import main as cli_main
-from cherrybench.finetune import training_summary
+from cherrybench.finetune import DONE_MARKER, training_summary
+from cherrybench.paths import cache_dir
 from cherrybench.records import load_dataset
 from cherrybench.runners import tracking
 from cherrybench.runners.leaderboard_mlflow import VERDICT_NUMBERS, leaderboard_metrics
@@ -70,7 +71,10 @@ ARGS = ["--selectors", "longest", "--pool-size", "8", "--eval-size", "3", "--bud
 @pytest.mark.slow
 def test_the_ui_gets_leaderboard_tables_inputs_and_loss_curves(mlflow_server, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli_main(["compare", "--experiment", "view", "--tracking-uri", mlflow_server, "--log-model", *ARGS]) == 0
+    # --no-keep-models: the model reaches the server (--log-model) before it leaves the cache
+    assert cli_main(["compare", "--experiment", "view", "--tracking-uri", mlflow_server, "--log-model",
+                     "--no-keep-models", *ARGS]) == 0
+    assert not list((cache_dir() / "finetuned").iterdir())
     out = capsys.readouterr().out
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("view")
@@ -116,7 +120,10 @@ def test_the_ui_gets_leaderboard_tables_inputs_and_loss_curves(mlflow_server, tm
     steps = {}
     for name, run in children.items():
         run_id = run.info.run_id
-        model_dir = Path(run.data.tags[tracking.MODEL_DIR_TAG])
+        assert tracking.MODEL_DIR_TAG not in run.data.tags  # --no-keep-models: no path to a deleted model
+        (tmp_path / f"{name}-model").mkdir()  # the training summary as the server holds it (--log-model)
+        model_dir = Path(client.download_artifacts(run_id, f"model/{DONE_MARKER}", str(tmp_path / f"{name}-model")))
+        model_dir = model_dir.parent
         params = run.data.params
         # each setting once: the seed only as train.seed, no 'None' strings, selector params under selector.
         assert params["train.seed"] == "0" and not [k for k in params if k.endswith("seed") and k != "train.seed"]

@@ -84,6 +84,20 @@ def test_directory_is_built_once_then_reused():
     assert not temp_leftovers(store.root)
 
 
+def test_discard_deletes_only_an_artifact_of_its_own_store(tmp_path):
+    store = ArtifactStore("dirs")
+    built = store.directory({"k": 1}, lambda staging: (staging / "weights.bin").write_bytes(b"w"))
+    elsewhere = tmp_path / "model"
+    elsewhere.mkdir()
+    for outside in (elsewhere, ArtifactStore("other").root / built.name, store.root, built / "weights.bin"):
+        with pytest.raises(ValueError, match="is not an artifact of"):
+            store.discard(outside)
+    assert elsewhere.is_dir() and (built / "weights.bin").is_file()
+    store.discard(built)
+    store.discard(built)  # gone already: nothing to do
+    assert store.find({"k": 1}) is None and not list(store.root.iterdir())
+
+
 def test_failure_mid_build_leaves_no_staging_and_no_artifact():
     store = ArtifactStore("dirs")
 

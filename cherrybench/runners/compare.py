@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cherrybench.eval_sets import EvalSet, load_eval_set
+from cherrybench.finetune import discard_finetuned_model
 from cherrybench.fingerprint import hash_json
 from cherrybench.outputs import write_subset
 from cherrybench.records import Dataset, records_fingerprint
@@ -90,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-model", action="store_true",
                        help="also log each fine-tuned model (LoRA merged) to its run as the artifact folder model/, "
                             "so the tracking server holds it (off by default: a model is hundreds of MB)")
+    group.add_argument("--keep-models", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep each trial's fine-tuned model in the cache (default), so a trial run again (a new "
+                            "judge, an eval set added) reuses it; --no-keep-models deletes it once the trial is "
+                            "logged: a model is hundreds of MB per trial, and a rerun skips finished trials without it")
 
 
 def _selector_list(args) -> list[str]:
@@ -384,7 +389,8 @@ def log_result(trial: Trial, result: TrialResult, choice: Choice, comparison: Co
     """Everything a trial's fine-tune and evaluation gave, on its (active) run."""
     if choice.reselect is not None:
         log_epochs(result.summary, choice.reselect, choice.selection, choice.table)
-    tracking.set_tag(tracking.MODEL_DIR_TAG, result.model_dir)
+    if args.keep_models:  # where the model is; --no-keep-models deletes it (once logged, with --log-model)
+        tracking.set_tag(tracking.MODEL_DIR_TAG, result.model_dir)
     # the loss at each optimizer step, from the stored summary: a cached model was not trained again
     tracking.log_step_metrics("train_loss", result.summary["loss_history"])
     if args.log_model and result.model_archive is not None:  # trained on a Ray worker: sent back as a tar
@@ -437,6 +443,8 @@ def run_trial(client, exp_id: str, parent_id: str, trial: Trial, comparison: Com
         result = train_and_evaluate(ctx, trial, records, comparison, args, options, baseline_answers, choice.reselect)
         log_result(trial, result, choice, comparison, args)
         log_unpaired(trial, unpaired)
+    if not args.keep_models:  # logged (its model too, with --log-model): the run no longer needs it
+        discard_finetuned_model(Path(result.model_dir))
     progress.finish(trial.name)
     return choice.selection.ids
 
@@ -526,7 +534,8 @@ def run_trials_on_ray(client, exp_id: str, parent_id: str, schedule, comparison:
     selections: dict[str, list[str]] = {}
 
     def arguments(trial, records, answers, choice):
-        return lambda: (trial, records, slim, task_args, options, dict(answers), choice.reselect, args.log_model)
+        return lambda: (trial, records, slim, task_args, options, dict(answers), choice.reselect, args.log_model,
+                        not args.keep_models)
 
     def jobs():
         leaders: dict[int, tuple] = {}  # id of a shared answers dict -> (the baseline trial that fills it, the dict)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cherrybench.eval_sets import EvalSet
-from cherrybench.finetune import finetuned_model, training_summary
+from cherrybench.finetune import discard_finetuned_model, finetuned_model, training_summary
 from cherrybench.records import Dataset, Record, Turn
 from cherrybench.runners.comparison import Comparison, Trial
 
@@ -237,9 +237,12 @@ def choose_step(trial: Trial, comparison: Comparison, ctx, options: dict) -> Cho
 
 
 def train_and_evaluate(ctx, trial: Trial, records: list[Record], comparison: Comparison, args, options: dict,
-                       baseline_answers: dict, reselect=None, pack_model: bool = False) -> TrialResult:
+                       baseline_answers: dict, reselect=None, pack_model: bool = False,
+                       drop_model: bool = False) -> TrialResult:
     """A trial's expensive part, the same in this process and in a Ray task: fine-tune on
-    `records`, evaluate, generate and judge answers (against `baseline_answers` pairwise)."""
+    `records`, evaluate, generate and judge answers (against `baseline_answers` pairwise).
+    `drop_model` deletes the fine-tuned model from the cache once all that (and `pack_model`'s
+    archive) is done: a Ray worker's trial, run with --no-keep-models."""
     started = time.perf_counter()
     model_dir = train_step(records, comparison, trial.seed, ctx, reselect)
     training_s = time.perf_counter() - started
@@ -253,5 +256,7 @@ def train_and_evaluate(ctx, trial: Trial, records: list[Record], comparison: Com
         from cherrybench.runners.ray_trials import pack_directory
 
         archive = pack_directory(model_dir)
-    return TrialResult(str(model_dir), training_summary(model_dir), metrics, reasons, per_record, answers,
-                       training_s, eval_s, archive)
+    summary = training_summary(model_dir)
+    if drop_model:
+        discard_finetuned_model(model_dir)
+    return TrialResult(str(model_dir), summary, metrics, reasons, per_record, answers, training_s, eval_s, archive)

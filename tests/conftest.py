@@ -13,7 +13,7 @@ cache's `models` is a link to `$CHERRYBENCH_TEST_CACHE/models` (default
 
 Workers. `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`;
 `PYTEST_WORKERS` sets how many); each worker is its own session with its own caches,
-and the tests that start Ray run in one worker, one after another.
+and the tests that start Ray (or convert Gemma) run in one worker, one after another.
 
 Order. `CHERRYBENCH_TEST_ORDER=reverse` or `shuffle:<seed>` runs the collected
 tests in reverse or in a seeded random order, to check order independence.
@@ -114,15 +114,19 @@ def pytest_unconfigure(config):
     shutil.rmtree(_session["root"], ignore_errors=True)
 
 
-# modules that start a local Ray and find (or kill) its worker processes by name: with
-# pytest-xdist (`make test` runs two workers) they share one worker, one Ray at a time
-ONE_AT_A_TIME = {"test_ray_engine", "test_compare_ray", "test_ray_embeddings"}
+# with pytest-xdist (`make test` runs two workers), modules whose tests run in one worker, one
+# after another: those that start a local Ray and find (or kill) its worker processes by name,
+# one Ray at a time; and Gemma's, whose first test converts the model (2 min on a fresh clone)
+# while a test on the other worker would only wait for it
+ONE_AT_A_TIME = {"test_ray_engine": "ray", "test_compare_ray": "ray", "test_ray_embeddings": "ray",
+                 "test_gemma": "gemma"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module is not None and item.module.__name__.rpartition(".")[2] in ONE_AT_A_TIME:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        group = ONE_AT_A_TIME.get(item.module.__name__.rpartition(".")[2]) if item.module is not None else None
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     order = os.environ.get("CHERRYBENCH_TEST_ORDER", "").strip()
     if not order:
         return

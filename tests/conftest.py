@@ -122,6 +122,7 @@ ONE_AT_A_TIME = {"test_ray_engine": "ray", "test_compare_ray": "ray", "test_ray_
                  "test_gemma": "gemma"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = ONE_AT_A_TIME.get(item.module.__name__.rpartition(".")[2]) if item.module is not None else None

@@ -159,8 +159,30 @@ def isolated_cache() -> Path:
     return _session["root"] / "session"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the item, so `fresh_cache` knows whether its test passed."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+_REPORTS = pytest.StashKey[dict]()
+
+
+def _empty(folder: Path, keep: str = "") -> None:
+    """Remove what `folder` holds but `keep`, not the folder itself (a link is removed, not followed)."""
+    for child in folder.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 @pytest.fixture(autouse=True)
-def fresh_cache(isolated_cache):
+def fresh_cache(isolated_cache, request):
     """Every test starts from an empty score/embedding cache and the same RNG state."""
     import numpy as np
     import torch
@@ -176,9 +198,13 @@ def fresh_cache(isolated_cache):
     os.environ["CHERRYBENCH_CACHE"] = str(isolated_cache)
     # a test's fine-tuned models and gradients can take gigabytes: gone with the test, not at
     # the session's end. The `models` link stays: a memo (the session's `ctx`) may hold a path through it
-    for child in root.iterdir():
-        if child.name != "models":
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() and not child.is_symlink() else child.unlink()
+    _empty(root, keep="models")
+    # a passing test's tmp_path (models, MLflow stores) is emptied too; the folder stays, so pytest
+    # never gives its name to another test (whose MLflow would find a cached connection to a deleted db)
+    reports = request.node.stash.get(_REPORTS, {})
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None and reports.get("call") is not None and reports["call"].passed and tmp.is_dir():
+        _empty(tmp)
 
 
 @pytest.fixture(scope="session")

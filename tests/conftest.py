@@ -6,9 +6,9 @@ imported) `CHERRYBENCH_CACHE` points at a fresh session directory, and every
 test gets its own empty cache under it, so no test sees scores, embeddings or
 trained models another test left behind (tests do not depend on their order);
 it is emptied when the test ends, so the suite's disk use stays that of a few
-tests. (A passing test's `tmp_path` is not removed early: pytest would then give
-its name to the next test of the same 30-character prefix, and MLflow's cached
-connection to the old `sqlite:///.../mlflow.db` would find a deleted file.)
+tests. A passing test's `tmp_path` is emptied too, but the folder stays: removed,
+pytest would give its name to the next test of the same 30-character prefix, and
+MLflow's cached connection to the old `sqlite:///.../mlflow.db` would find a deleted file.
 Converted models are the one thing kept between sessions, for speed: each
 cache's `models` is a link to `$CHERRYBENCH_TEST_CACHE/models` (default
 `<repo>/.test-cache/models`), so the GGUF conversion happens once per checkout.
